@@ -1,0 +1,59 @@
+//! The `gabbro` binary: it only parses the command line and hands over to the
+//! crate that does the work.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gabbro",
+    version,
+    about = "An OpenFn v2 compatible orchestrator, worker and job runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the orchestrator (API, webhooks, cron, worker socket, UI) with an embedded worker.
+    Serve(gabbro_server::ServeArgs),
+    /// Connect to an orchestrator (gabbro or Lightning) and execute its runs.
+    Worker(gabbro_worker::WorkerArgs),
+    /// Run a job or a workflow plan locally, without a server.
+    Run(gabbro_runtime::cli::RunArgs),
+    /// Deploy a project.yaml to a server.
+    Deploy(gabbro_deploy::DeployArgs),
+    /// Write a server's project as project.yaml.
+    Pull(gabbro_deploy::PullArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gabbro: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => gabbro_server::serve(args).await,
+            Command::Worker(args) => gabbro_worker::run(args).await,
+            Command::Run(args) => gabbro_runtime::cli::run(args).await,
+            Command::Deploy(args) => gabbro_deploy::deploy(args).await,
+            Command::Pull(args) => gabbro_deploy::pull(args).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("gabbro: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

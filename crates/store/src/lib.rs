@@ -1,0 +1,2 @@
+//! Persistence on SQLite and PostgreSQL: migrations, the run queue, the run
+//! ledger.

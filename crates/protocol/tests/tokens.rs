@@ -1,0 +1,117 @@
+//! Worker and run tokens: sign, verify, and the refusals that matter.
+
+use gabbro_protocol::TokenError;
+use gabbro_protocol::token::{RunClaims, RunSigner, WorkerClaims, WorkerToken};
+
+const TEST_KEY: &str = include_str!("fixtures/run-token-test-key.pem");
+
+#[test]
+fn worker_token_round_trips_with_lightnings_claims_and_no_exp() {
+    let token = WorkerToken::sign("abc123", "eager-wombats-know").unwrap();
+    let header = token.split('.').next().unwrap();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    assert_eq!(header, br#"{"alg":"HS256"}"#);
+    let claims = WorkerToken::verify(&token, "abc123").unwrap();
+    assert_eq!(claims.worker_id, "eager-wombats-know");
+    assert_eq!(claims.iss, "urn:openfn:worker");
+    assert!(WorkerToken::verify(&token, "wrong").is_err());
+}
+
+#[test]
+fn worker_token_with_another_issuer_is_refused() {
+    let t = WorkerToken::sign_claims(
+        "s",
+        &WorkerClaims {
+            worker_id: "w".into(),
+            iat: 1,
+            iss: "someone".into(),
+        },
+    )
+    .unwrap();
+    assert!(WorkerToken::verify(&t, "s").is_err());
+}
+
+#[test]
+fn run_token_round_trips_and_is_bound_to_its_run() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let verifier = signer.verifier().unwrap();
+    let token = signer.sign(&RunClaims::new("run-1", 310)).unwrap();
+    let claims = verifier.verify(&token, Some("run-1")).unwrap();
+    assert_eq!(claims.sub.as_deref(), Some("run:run-1"));
+    assert_eq!(claims.iss, "Lightning");
+    assert!(matches!(
+        verifier.verify(&token, Some("run-2")),
+        Err(TokenError::WrongRun { .. })
+    ));
+}
+
+#[test]
+fn expired_run_token_is_refused_unless_expiry_is_waived() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let verifier = signer.verifier().unwrap();
+    let mut claims = RunClaims::new("run-1", 0);
+    claims.nbf -= 1000;
+    claims.exp -= 1000;
+    claims.epoch = Some(3);
+    let token = signer.sign(&claims).unwrap();
+    assert!(verifier.verify(&token, Some("run-1")).is_err());
+    let c = verifier
+        .verify_ignoring_expiry(&token, Some("run-1"))
+        .unwrap();
+    assert_eq!(c.epoch, Some(3));
+}
+
+#[test]
+fn run_token_from_another_key_is_refused() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let token = signer.sign(&RunClaims::new("run-1", 60)).unwrap();
+    let other = RunSigner::generate(1024).unwrap().verifier().unwrap();
+    assert!(other.verify(&token, None).is_err());
+}
+
+#[test]
+fn keys_load_from_base64_pem_as_lightnings_env_vars_hold_them() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(TEST_KEY);
+    let signer = RunSigner::from_env_value(&b64).unwrap();
+    let public_b64 = base64::engine::general_purpose::STANDARD.encode(signer.public_key_pem());
+    let verifier = gabbro_protocol::RunVerifier::from_env_value(&public_b64).unwrap();
+    let token = signer.sign(&RunClaims::new("r", 60)).unwrap();
+    verifier.verify(&token, Some("r")).unwrap();
+    // The saved private PEM loads again.
+    RunSigner::from_private_pem(signer.private_key_pem()).unwrap();
+}
+
+/// Not an assertion of speed: prints the cost of RS256 signing so it can be
+/// written down (`cargo test -p gabbro-protocol --release -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_run_token_signing() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let verifier = signer.verifier().unwrap();
+    let n = 200;
+    let t = std::time::Instant::now();
+    let mut tok = String::new();
+    for i in 0..n {
+        tok = signer
+            .sign(&RunClaims::new(&format!("run-{i}"), 310))
+            .unwrap();
+    }
+    let sign = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        verifier.verify(&tok, None).unwrap();
+    }
+    let verify = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        WorkerToken::verify(&WorkerToken::sign("s", "w").unwrap(), "s").unwrap();
+    }
+    println!(
+        "RS256 sign {sign:?}, RS256 verify {verify:?}, HS256 sign+verify {:?}",
+        t.elapsed() / n
+    );
+}

@@ -1,16 +1,17 @@
 //! The OpenFn job runtime: compiler, sandboxed executor, adaptors.
+//!
+//! Entry points: [`execute`] runs a [`Plan`] and reports [`Event`]s;
+//! [`cli::run`] is `gabbro run`; [`child::serve`] is the worker's child mode.
 
+pub mod adaptors;
+pub mod cli;
+pub mod compiler;
+pub mod engine;
 pub mod events;
+pub mod logs;
+pub mod plan;
+pub mod run;
 
-pub mod cli {
-    /// Run an OpenFn job or workflow plan locally.
-    #[derive(clap::Args, Debug)]
-    pub struct RunArgs {
-        /// A job (.js) or an execution plan (.json)
-        pub path: std::path::PathBuf,
-    }
-
-    pub async fn run(_args: RunArgs) -> anyhow::Result<i32> {
-        anyhow::bail!("gabbro run is not built yet")
-    }
-}
+pub use events::{ChildRequest, Event, ExitReason, Limits, LogLine};
+pub use plan::{Plan, PlanError};
+pub use run::{RunReport, StepReport, execute};

@@ -1,0 +1,402 @@
+// The executor's JavaScript side, loaded once per run as the module
+// `gabbro:glue` (job code cannot import it). It mirrors what OpenFn's runtime
+// does around a job: console and timers for the sandbox, the operation
+// wrapper, the error classes and their classification, state clean-up, and
+// edge conditions. Rust calls the exported functions; see engine/mod.rs.
+
+const NULL_STATE = Symbol('null_state');
+const OriginalFunction = Function;
+let host = null;
+
+// ------------------------------------------------------------------ logging
+
+function toLoggable(value, seen) {
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'function') return `[Function: ${value.name || 'anonymous'}]`;
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'symbol') return value.toString();
+  if (value instanceof Error) {
+    const out = { name: value.name, message: value.message };
+    for (const k of Object.keys(value)) out[k] = value[k];
+    return out;
+  }
+  return value;
+}
+
+function safeJson(args) {
+  const seen = new WeakSet();
+  try {
+    return JSON.stringify(args.map((a) => toLoggable(a)), (_k, v) => {
+      if (typeof v === 'object' && v !== null) {
+        if (seen.has(v)) return '[Circular]';
+        seen.add(v);
+      }
+      if (typeof v === 'bigint') return v.toString();
+      if (typeof v === 'function') return `[Function: ${v.name || 'anonymous'}]`;
+      return v;
+    });
+  } catch (e) {
+    return JSON.stringify(args.map((a) => String(a)));
+  }
+}
+
+function makeConsole(source) {
+  const emit = (level) => (...args) => host.log(level, source, safeJson(args));
+  return {
+    log: emit('info'),
+    info: emit('info'),
+    warn: emit('warn'),
+    error: emit('error'),
+    debug: emit('debug'),
+    trace: emit('debug'),
+    success: emit('success'),
+    always: emit('always'),
+  };
+}
+
+/// Logging for adaptors (exported by `gabbro:host` as `log(level, ...args)`).
+export function adaptorLog(level, ...args) {
+  const lvl = level === 'log' ? 'info' : String(level);
+  host.log(lvl, 'ADA', safeJson(args));
+}
+
+// ------------------------------------------------------------------ sandbox
+
+/// Installs console and timers. `nativeLog(level, source, json)`,
+/// `nativeSleep(ms) -> Promise`.
+export function install(nativeLog, nativeSleep) {
+  host = { log: nativeLog, sleep: nativeSleep };
+  const live = new Set();
+  let nextId = 1;
+  const delay = (ms) => Math.max(0, Number(ms) || 0);
+  globalThis.console = makeConsole('JOB');
+  globalThis.setTimeout = function setTimeout(cb, ms, ...args) {
+    const id = nextId++;
+    live.add(id);
+    nativeSleep(delay(ms)).then(() => {
+      if (live.delete(id) && typeof cb === 'function') cb(...args);
+    });
+    return id;
+  };
+  globalThis.clearTimeout = function clearTimeout(id) {
+    live.delete(id);
+  };
+  globalThis.setInterval = function setInterval(cb, ms, ...args) {
+    const id = nextId++;
+    live.add(id);
+    const tick = () =>
+      nativeSleep(Math.max(1, delay(ms))).then(() => {
+        if (live.has(id)) {
+          if (typeof cb === 'function') cb(...args);
+          tick();
+        }
+      });
+    tick();
+    return id;
+  };
+  globalThis.clearInterval = globalThis.clearTimeout;
+  globalThis.setImmediate = (cb, ...args) => globalThis.setTimeout(cb, 0, ...args);
+  globalThis.clearImmediate = globalThis.clearTimeout;
+}
+
+/// After the adaptors are loaded: refuse code generation from strings, as
+/// OpenFn's sandbox does (`codeGeneration: {strings: false}` → EvalError).
+export function lockdown() {
+  const refuse = () => {
+    throw new EvalError('Code generation from strings disallowed for this context');
+  };
+  // A method, because a function may not be named `eval` in strict code.
+  const evalStub = { eval() { return refuse(); } }.eval;
+  const FunctionStub = function Function() { return refuse(); };
+  FunctionStub.prototype = OriginalFunction.prototype;
+  const protos = [
+    OriginalFunction.prototype,
+    Object.getPrototypeOf(async function () {}),
+    Object.getPrototypeOf(function* () {}),
+    Object.getPrototypeOf(async function* () {}),
+  ];
+  for (const proto of protos) {
+    const stub = function () { return refuse(); };
+    stub.prototype = proto;
+    Object.defineProperty(proto, 'constructor', { value: stub, writable: false, configurable: false });
+  }
+  Object.defineProperty(globalThis, 'eval', { value: evalStub, writable: false, configurable: false });
+  Object.defineProperty(globalThis, 'Function', { value: FunctionStub, writable: false, configurable: false });
+}
+
+// ------------------------------------------------------------------ errors (OpenFn's classes)
+
+class RTError extends Error {
+  constructor() {
+    super();
+    this.source = 'runtime';
+    this.name = 'Error';
+  }
+}
+class InvalidExportsError extends RTError {
+  constructor() {
+    super();
+    this.severity = 'crash';
+    this.name = 'ValidationError';
+    this.message = 'Invalid exports in job expression: exports must be an array';
+  }
+}
+class InvalidOperationError extends RTError {
+  constructor(idx) {
+    super();
+    this.severity = 'crash';
+    this.name = 'ValidationError';
+    this.message = `Invalid operation at statement ${idx}`;
+  }
+}
+class ImportError extends RTError {
+  constructor(message) {
+    super();
+    this.severity = 'crash';
+    this.name = 'ImportError';
+    this.message = message;
+  }
+}
+
+const ctorName = (e) => {
+  try {
+    return (e !== null && e !== undefined && e.constructor && e.constructor.name) || '';
+  } catch (_) {
+    return '';
+  }
+};
+const messageOf = (e) => {
+  if (typeof e === 'string') return e;
+  try {
+    return e && e.message ? String(e.message) : '';
+  } catch (_) {
+    return '';
+  }
+};
+
+// Stack frames: QuickJS writes `    at name (file:line:col)` or `    at file:line:col`.
+function frames(stack) {
+  const out = [];
+  for (const raw of String(stack || '').split('\n')) {
+    const line = raw.trim();
+    if (!line.startsWith('at ')) continue;
+    const m = line.match(/\(([^()]*):(\d+):(\d+)\)$/) || line.match(/^at ([^ ]*):(\d+):(\d+)$/);
+    if (m) out.push({ file: m[1], line: Number(m[2]), column: Number(m[3]) });
+    else out.push({ file: '', line: NaN, column: NaN });
+  }
+  return out;
+}
+const isJob = (f) => f.file.startsWith('job:');
+const isAdaptor = (f) => f.file.startsWith('@openfn/');
+const isOurs = (f) => f.file.startsWith('gabbro:');
+const stackOf = (e) => {
+  try {
+    return e && typeof e === 'object' ? e.stack : undefined;
+  } catch (_) {
+    return undefined;
+  }
+};
+
+function position(e, jobOnly) {
+  for (const f of frames(stackOf(e))) {
+    if (jobOnly && !isJob(f)) continue;
+    if (!Number.isNaN(f.line)) return { line: f.line, column: f.column };
+  }
+  return undefined;
+}
+
+function ownProps(e) {
+  const seen = new WeakSet();
+  try {
+    return JSON.parse(JSON.stringify(e, (_k, v) => {
+      if (typeof v === 'object' && v !== null) {
+        if (seen.has(v)) return '[Circular]';
+        seen.add(v);
+      }
+      return v;
+    })) || {};
+  } catch (_) {
+    return {};
+  }
+}
+
+function adaptorError(e, operation) {
+  const err = { source: 'runtime', name: 'AdaptorError', severity: 'fail', message: '' };
+  if (operation) {
+    if (operation.name !== undefined && operation.name !== null) err.operationName = operation.name;
+    err.line = operation.line;
+  } else {
+    const pos = position(e, true);
+    if (pos) err.pos = pos;
+  }
+  const own = typeof e === 'object' && e !== null ? ownProps(e) : {};
+  err.details = Object.assign({ message: messageOf(e) }, own);
+  err.message = messageOf(e);
+  err.__adaptor = true;
+  return err;
+}
+
+/// What OpenFn's operation wrapper does with a thrown error: an error whose
+/// first relevant stack frame is adaptor code becomes an AdaptorError.
+function wrapOperation(fn, index, operations) {
+  return async (state) => {
+    if (state !== null && typeof state === 'object' && state[NULL_STATE] === true) {
+      delete state[NULL_STATE];
+    }
+    let result;
+    try {
+      result = await fn(state);
+    } catch (e) {
+      const fs = frames(stackOf(e));
+      if (fs.length) {
+        const containsJobFrame = fs.some(isJob);
+        let first;
+        for (const f of fs) {
+          if (isOurs(f)) break;
+          if (isAdaptor(f) || isJob(f)) {
+            first = f;
+            break;
+          }
+        }
+        if (first && !isJob(first)) {
+          throw adaptorError(e, containsJobFrame ? undefined : operations[index]);
+        }
+      }
+      throw e;
+    }
+    if (!result) result = { [NULL_STATE]: true };
+    return result;
+  };
+}
+
+function classify(e, stepName) {
+  if (e && e.__adaptor === true) {
+    delete e.__adaptor;
+    return e;
+  }
+  const name = ctorName(e);
+  if (e && e.name === 'ImportError' && e.source === 'runtime') return e;
+  if (/RangeError|TypeError/.test(name)) {
+    const err = { source: 'runtime', name: 'RuntimeError', severity: 'fail', subtype: name, message: `${name}: ${messageOf(e)}` };
+    const pos = position(e, true) || position(e, false);
+    if (pos) {
+      err.pos = pos;
+      err.step = stepName;
+    }
+    return err;
+  }
+  let severity;
+  try {
+    severity = e && e.severity;
+  } catch (_) {}
+  if (severity === 'crash' || /ReferenceError|SyntaxError/.test(name)) {
+    const subtype = e instanceof InvalidOperationError ? 'InvalidOperationError'
+      : e instanceof InvalidExportsError ? 'InvalidExportsError' : name;
+    return { source: 'runtime', name: 'RuntimeCrash', severity: 'crash', subtype, message: `${subtype}: ${messageOf(e)}` };
+  }
+  if (name === 'EvalError') {
+    return { source: 'runtime', name: 'SecurityError', severity: 'kill', message: 'Illegal eval statement detected' };
+  }
+  return { source: 'runtime', name: 'JobError', severity: 'fail', message: messageOf(e) };
+}
+
+// ------------------------------------------------------------------ steps
+
+const defaultExecute = (...operations) => (state) =>
+  operations.reduce((acc, operation) => acc.then(operation), Promise.resolve(state));
+
+/// OpenFn's prepareFinalState: no state for a null state, else remove the
+/// given keys and JSON-clone (as a JSON string).
+function finalJson(state, remove) {
+  if (state === null || state === undefined) return undefined;
+  if (typeof state === 'object' && state[NULL_STATE] === true) return undefined;
+  if (typeof state === 'object') {
+    for (const key of remove) {
+      if (Object.prototype.hasOwnProperty.call(state, key)) delete state[key];
+    }
+  }
+  return JSON.stringify(state);
+}
+
+/// Runs one step: imports the compiled job module, runs its operations on
+/// `state` through the adaptor's `execute`, and returns
+/// `{json, error}`: the cleaned output state as JSON text (undefined for no
+/// state) and, on failure, `{severity, name, type, message}`.
+export async function runStep(moduleName, stepId, stepName, state, operations, remove) {
+  let result;
+  try {
+    let ns;
+    try {
+      ns = await import(moduleName);
+    } catch (e) {
+      if (messageOf(e).includes('gabbro-import:')) {
+        throw new ImportError(messageOf(e).replace(/.*gabbro-import: */, ''));
+      }
+      throw e;
+    }
+    const ops = ns.default;
+    if (!Array.isArray(ops)) throw new InvalidExportsError();
+    ops.forEach((op, idx) => {
+      if (typeof op !== 'function') throw new InvalidOperationError(idx);
+    });
+    const execute = typeof ns.execute === 'function' ? ns.execute : defaultExecute;
+    const reducer = execute(...ops.map((op, idx) => wrapOperation(op, idx, operations)));
+    result = await reducer(state);
+  } catch (e) {
+    const error = classify(e, stepName);
+    const report = { severity: error.severity, name: error.name, type: error.subtype || error.name, message: error.message };
+    if (error.severity !== 'fail') return { json: undefined, error: report };
+    let out;
+    try {
+      const json = finalJson(state, remove);
+      out = json === undefined ? {} : JSON.parse(json);
+    } catch (_) {
+      out = {};
+    }
+    if (out === null || typeof out !== 'object') out = {};
+    if (!out.errors || typeof out.errors !== 'object') out.errors = {};
+    out.errors[stepId] = error;
+    return { json: JSON.stringify(out), error: report };
+  }
+  return { json: finalJson(result, remove), error: undefined };
+}
+
+// ------------------------------------------------------------------ edges
+
+const edgeFunctions = new Map();
+
+/// Compiles an edge condition (a JS expression over `state`); returns an
+/// error message, or undefined when it compiled.
+export function compileEdge(key, expression) {
+  try {
+    edgeFunctions.set(key, new OriginalFunction('state', 'upstreamStepId', `return ${expression}`));
+    return undefined;
+  } catch (e) {
+    return messageOf(e);
+  }
+}
+
+/// Evaluates a compiled edge on a step's output (JSON text or undefined):
+/// `{ok: bool}` or `{error: message}`.
+export function evalEdge(key, json, upstreamStepId) {
+  try {
+    const state = json === undefined ? undefined : JSON.parse(json);
+    return { ok: Boolean(edgeFunctions.get(key)(state, upstreamStepId)) };
+  } catch (e) {
+    return { error: messageOf(e) };
+  }
+}
+
+/// `defer` for compiled promise chains (served as `gabbro:runtime`).
+export function defer(fn, complete = (p) => p, error = (e, _state) => {
+  throw e;
+}) {
+  return (state) => {
+    try {
+      return complete(Promise.resolve(fn(state)).catch((e) => error(e, state)));
+    } catch (e) {
+      return error(e, state);
+    }
+  };
+}

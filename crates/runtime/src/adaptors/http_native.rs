@@ -134,8 +134,12 @@ fn read_request(req: &Object<'_>, config: &HostConfig) -> Result<NativeRequest, 
     {
         for pair in list.iter::<Array>() {
             let pair = pair.map_err(|e| bad(format!("invalid header pair: {e}")))?;
-            let name: String = pair.get(0).map_err(|e| bad(format!("invalid header: {e}")))?;
-            let value: String = pair.get(1).map_err(|e| bad(format!("invalid header: {e}")))?;
+            let name: String = pair
+                .get(0)
+                .map_err(|e| bad(format!("invalid header: {e}")))?;
+            let value: String = pair
+                .get(1)
+                .map_err(|e| bad(format!("invalid header: {e}")))?;
             headers.push((name, value));
         }
     }
@@ -159,7 +163,10 @@ fn read_request(req: &Object<'_>, config: &HostConfig) -> Result<NativeRequest, 
         _ => config.http_timeout,
     };
     let base64_response = matches!(
-        req.get::<_, Option<String>>("responseType").ok().flatten().as_deref(),
+        req.get::<_, Option<String>>("responseType")
+            .ok()
+            .flatten()
+            .as_deref(),
         Some("base64")
     );
     Ok(NativeRequest {
@@ -225,11 +232,7 @@ async fn send(
             return Err(too_large(limit));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| classify(&e, &req.url))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, &req.url))? {
             if body.len() + chunk.len() > limit {
                 return Err(too_large(limit));
             }

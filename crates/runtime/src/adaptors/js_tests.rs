@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
-use rquickjs::{AsyncContext, AsyncRuntime, CatchResultExt, Ctx, Function, Module, Object, Promise};
+use rquickjs::{
+    AsyncContext, AsyncRuntime, CatchResultExt, Ctx, Function, Module, Object, Promise,
+};
 
 use super::{HostConfig, host_exports_with, resolve};
 
@@ -52,8 +54,8 @@ impl Loader for TestLoader {
             m.meta()?.set("host", host)?;
             return Ok(m);
         }
-        let a = resolve(name)
-            .map_err(|e| rquickjs::Error::new_loading_message(name, e.to_string()))?;
+        let a =
+            resolve(name).map_err(|e| rquickjs::Error::new_loading_message(name, e.to_string()))?;
         Module::declare(ctx.clone(), a.name, a.source)
     }
 }
@@ -62,20 +64,24 @@ impl Loader for TestLoader {
 /// adaptor's namespace) and returns JSON.stringify of its result, or
 /// `Err("<name>: <message>")` when it throws.
 pub(crate) async fn eval_with(adaptor: &str, body: &str) -> Result<String, String> {
+    let config = HostConfig {
+        http_timeout: Duration::from_secs(5),
+        max_response_bytes: 1024 * 1024,
+    };
+    eval_with_config(adaptor, body, config).await
+}
+
+/// [`eval_with`] with explicit host limits.
+pub(crate) async fn eval_with_config(
+    adaptor: &str,
+    body: &str,
+    config: HostConfig,
+) -> Result<String, String> {
     let rt = AsyncRuntime::new().expect("runtime");
-    rt.set_loader(
-        TestResolver,
-        TestLoader {
-            config: HostConfig {
-                http_timeout: Duration::from_secs(5),
-                max_response_bytes: 1024 * 1024,
-            },
-        },
-    )
-    .await;
+    rt.set_loader(TestResolver, TestLoader { config }).await;
     let ctx = AsyncContext::full(&rt).await.expect("context");
     let src = format!(
-        "import * as A from '{adaptor}';\nexport default async () => {{ try {{ const r = await (async () => {{ {body} }})(); return JSON.stringify(r === undefined ? null : r); }} catch (e) {{ throw new Error('THROWN ' + (e && e.name) + ': ' + (e && e.message !== undefined ? e.message : e) + (e && e.code ? ' [' + e.code + ']' : '')); }} }};"
+        "import * as A from '{adaptor}';\nimport * as H from 'gabbro:host';\nexport default async () => {{ try {{ const r = await (async () => {{ {body} }})(); return JSON.stringify(r === undefined ? null : r); }} catch (e) {{ throw new Error('THROWN ' + (e && e.name) + ': ' + (e && e.message !== undefined ? e.message : e) + (e && e.code ? ' [' + e.code + ']' : '')); }} }};"
     );
     let out = ctx
         .async_with(async |ctx| {
@@ -104,9 +110,12 @@ async fn common(body: &str) -> serde_json::Value {
 #[tokio::test]
 async fn modules_export_exactly_the_listed_names() {
     for a in super::available() {
-        let s = eval_with(a.name, "return Object.keys(A).filter(k => k !== 'default').sort();")
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", a.name));
+        let s = eval_with(
+            a.name,
+            "return Object.keys(A).filter(k => k !== 'default').sort();",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", a.name));
         let got: Vec<String> = serde_json::from_str(&s).expect("json");
         let mut want: Vec<&str> = a.exports.to_vec();
         want.sort_unstable();
@@ -245,13 +254,19 @@ async fn http_combine_merges_without_awaiting() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let v: serde_json::Value = serde_json::from_str(&s).expect("json");
-    assert_eq!(v, serde_json::json!({"references":[],"data":{},"saw":false}));
+    assert_eq!(
+        v,
+        serde_json::json!({"references":[],"data":{},"saw":false})
+    );
 }
 
 #[tokio::test]
 async fn http_relative_url_without_base_url_fails_before_any_request() {
-    let err = eval_with("@openfn/language-http", "return A.get('/api/items')({ data: {} });")
-        .await
-        .unwrap_err();
+    let err = eval_with(
+        "@openfn/language-http",
+        "return A.get('/api/items')({ data: {} });",
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("UNEXPECTED_RELATIVE_URL"), "{err}");
 }

@@ -32,6 +32,8 @@ mod registry;
 mod url_native;
 
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod js_tests;
 
 pub use http_native::HostConfig;

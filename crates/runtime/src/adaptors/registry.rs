@@ -175,7 +175,10 @@ mod tests {
         }
         let a = resolve("@openfn/language-common@3.3.4").unwrap();
         assert_eq!(a.name, "@openfn/language-common");
-        assert_eq!(resolve(" @openfn/language-common@latest ").unwrap().name, a.name);
+        assert_eq!(
+            resolve(" @openfn/language-common@latest ").unwrap().name,
+            a.name
+        );
     }
 
     #[test]

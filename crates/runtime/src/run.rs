@@ -36,6 +36,9 @@ pub struct RunReport {
     /// Final state (conformance README §3.1); `None` when there is none.
     pub final_state: Option<Value>,
     pub steps: Vec<StepReport>,
+    /// Keys of the leaf executions, in plan order (empty when the run aborted).
+    #[serde(default)]
+    pub leaves: Vec<String>,
 }
 
 impl RunReport {
@@ -51,6 +54,7 @@ impl RunReport {
             error_message: Some(message),
             final_state: None,
             steps,
+            leaves: Vec::new(),
         }
     }
 
@@ -79,7 +83,7 @@ pub async fn execute(
 ) -> RunReport {
     let report = execute_inner(plan, input, limits, secrets, on_event).await;
     let final_state_json = report.final_state.as_ref().map(|v| v.to_string());
-    let leaves = Vec::new();
+    let leaves = report.leaves.clone();
     on_event(Event::RunComplete {
         reason: report.reason,
         error_type: report.error_type.clone(),
@@ -506,6 +510,7 @@ async fn execute_inner(
         .iter()
         .filter_map(|(_, _, _, exec)| steps.get(*exec))
         .find(|s| s.reason == ExitReason::Fail);
+    let leaf_keys: Vec<String> = ordered.iter().map(|(_, key, _, _)| key.clone()).collect();
     match failed_leaf {
         Some(s) => RunReport {
             reason: ExitReason::Fail,
@@ -513,6 +518,7 @@ async fn execute_inner(
             error_message: s.error_message.clone(),
             final_state,
             steps: steps.clone(),
+            leaves: leaf_keys,
         },
         None => RunReport {
             reason: ExitReason::Success,
@@ -520,6 +526,7 @@ async fn execute_inner(
             error_message: None,
             final_state,
             steps,
+            leaves: leaf_keys,
         },
     }
 }

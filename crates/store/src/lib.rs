@@ -42,13 +42,18 @@
 mod db;
 mod error;
 mod macros;
+pub mod provision;
 pub mod testing;
 mod time;
+mod users;
+mod vault;
 mod writer;
 
 pub use db::{Backend, Conn, ConnectOptions, Db, PooledConn, Store, WriteOp, migrator};
 pub use error::{Result, StoreError};
 pub use time::{db_now_us, now_us, parse_protocol_timestamp};
+pub use users::{ADMIN_EMAIL, NewToken, User};
+pub use vault::Vault;
 
 /// A new random id (UUID v7: time-ordered, so B-tree inserts stay local).
 pub fn new_id() -> String {

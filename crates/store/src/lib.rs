@@ -41,8 +41,10 @@
 
 mod db;
 mod error;
+mod ingest;
 mod macros;
 pub mod provision;
+pub mod queue;
 pub mod testing;
 mod time;
 mod users;
@@ -51,6 +53,8 @@ mod writer;
 
 pub use db::{Backend, Conn, ConnectOptions, Db, PooledConn, Store, WriteOp, migrator};
 pub use error::{Result, StoreError};
+pub use ingest::{Ingested, WebhookIngest};
+pub use queue::{ClaimRequest, ClaimedRun, RUN_AVAILABLE_CHANNEL};
 pub use time::{db_now_us, now_us, parse_protocol_timestamp};
 pub use users::{ADMIN_EMAIL, NewToken, User};
 pub use vault::Vault;

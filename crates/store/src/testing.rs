@@ -84,3 +84,84 @@ impl TestDb {
         }
     }
 }
+
+/// What [`seed_workflow`] created.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    /// The project.
+    pub project_id: String,
+    /// The workflow.
+    pub workflow_id: String,
+    /// Its webhook trigger.
+    pub trigger_id: String,
+    /// Jobs `a` then `b` (edge a→b on success).
+    pub job_ids: [String; 2],
+    /// The workflow's snapshot.
+    pub snapshot_id: String,
+}
+
+/// Limits for [`seed_workflow`].
+#[derive(Debug, Clone, Default)]
+pub struct SeedOptions {
+    /// Project name (default: a random one).
+    pub project_name: Option<String>,
+    /// An existing project to add the workflow to.
+    pub project_id: Option<String>,
+    /// `projects.concurrency` (only for a new project).
+    pub project_concurrency: Option<i32>,
+    /// `workflows.concurrency`.
+    pub workflow_concurrency: Option<i32>,
+}
+
+/// Writes a minimal project: a workflow with a webhook trigger, jobs `a` →
+/// `b`, and its snapshot (Lightning's snapshot JSON, as provisioning writes
+/// it). For tests of ingest, queue and ledger without the provisioning code.
+pub async fn seed_workflow(store: &Store, opts: SeedOptions) -> Result<Seeded> {
+    use crate::{exec, new_id, now_us};
+    let s = Seeded {
+        project_id: opts.project_id.clone().unwrap_or_else(new_id),
+        workflow_id: new_id(),
+        trigger_id: new_id(),
+        job_ids: [new_id(), new_id()],
+        snapshot_id: new_id(),
+    };
+    let out = s.clone();
+    let new_project = opts.project_id.is_none();
+    let body = serde_json::json!({
+        "id": s.workflow_id, "name": "wf", "lock_version": 1,
+        "jobs": [
+            {"id": s.job_ids[0], "name": "a", "adaptor": "@openfn/language-common@latest", "body": "fn(s => s)", "project_credential_id": null},
+            {"id": s.job_ids[1], "name": "b", "adaptor": "@openfn/language-common@latest", "body": "fn(s => s)", "project_credential_id": null},
+        ],
+        "triggers": [{"id": s.trigger_id, "type": "webhook", "enabled": true, "cron_expression": null, "custom_path": null}],
+        "edges": [
+            {"id": new_id(), "source_trigger_id": s.trigger_id, "source_job_id": null, "target_job_id": s.job_ids[0], "condition_type": "always", "enabled": true},
+            {"id": new_id(), "source_trigger_id": null, "source_job_id": s.job_ids[0], "target_job_id": s.job_ids[1], "condition_type": "on_job_success", "enabled": true},
+        ],
+    })
+    .to_string();
+    store
+        .write(move |mut c| {
+            Box::pin(async move {
+                let now = now_us();
+                if new_project {
+                    let name = opts.project_name.unwrap_or_else(|| format!("p-{}", new_id()));
+                    exec!(c, "INSERT INTO projects (id, name, concurrency, inserted_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                        &s.project_id, name, opts.project_concurrency, now)?;
+                }
+                exec!(c, "INSERT INTO workflows (id, project_id, name, concurrency, lock_version, inserted_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $5)",
+                    &s.workflow_id, &s.project_id, format!("wf-{}", s.workflow_id), opts.workflow_concurrency, now)?;
+                for (i, j) in s.job_ids.iter().enumerate() {
+                    exec!(c, "INSERT INTO jobs (id, workflow_id, name, body, inserted_at, updated_at) VALUES ($1, $2, $3, 'fn(s => s)', $4, $4)",
+                        j, &s.workflow_id, if i == 0 { "a" } else { "b" }, now)?;
+                }
+                exec!(c, "INSERT INTO triggers (id, workflow_id, type, inserted_at, updated_at) VALUES ($1, $2, 'webhook', $3, $3)",
+                    &s.trigger_id, &s.workflow_id, now)?;
+                exec!(c, "INSERT INTO workflow_snapshots (id, workflow_id, lock_version, body, inserted_at) VALUES ($1, $2, 1, $3, $4)",
+                    &s.snapshot_id, &s.workflow_id, body, now)?;
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(out)
+}

@@ -18,7 +18,8 @@ pub const OUTSIDER_PASSWORD: &str = "outsider-password-1";
 pub const EVIL: &str = "<script>alert('x')</script>";
 
 pub fn pg_url() -> String {
-    std::env::var("GABBRO_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("GABBRO_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A migrated database for one test; PostgreSQL ones are dropped by [`TestDb::cleanup`].
@@ -43,7 +44,11 @@ fn unique() -> String {
         "{}_{}_{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed),
-        uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+        uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .get(..8)
+            .unwrap_or("x")
     )
 }
 
@@ -53,9 +58,18 @@ impl TestDb {
         let dir = std::env::temp_dir().join(format!("gabbro-ui-test-{}", unique()));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.join("gabbro.db").display());
-        let pool = AnyPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
         gabbro_store::migrator().run(&pool).await.unwrap();
-        TestDb { pool, url, pg_admin: None, _dir: Some(TempDir(dir)) }
+        TestDb {
+            pool,
+            url,
+            pg_admin: None,
+            _dir: Some(TempDir(dir)),
+        }
     }
 
     /// Fails (never skips) when PostgreSQL is unreachable.
@@ -72,19 +86,33 @@ impl TestDb {
             .execute(&admin)
             .await
             .unwrap();
-        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url.clone());
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin_url.clone());
         let url = format!("{base}/{name}");
-        let pool = AnyPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .unwrap();
         gabbro_store::migrator().run(&pool).await.unwrap();
-        TestDb { pool, url, pg_admin: Some((admin, name)), _dir: None }
+        TestDb {
+            pool,
+            url,
+            pg_admin: Some((admin, name)),
+            _dir: None,
+        }
     }
 
     pub async fn cleanup(self) {
         self.pool.close().await;
         if let Some((admin, name)) = self.pg_admin {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await;
         }
     }
 }
@@ -119,7 +147,9 @@ async fn exec(pool: &AnyPool, sql: &'static str, args: Vec<Arg>) {
             Arg::Null => q.bind(None::<String>),
         };
     }
-    q.execute(pool).await.unwrap_or_else(|e| panic!("seed failed: {e}\n{sql}"));
+    q.execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("seed failed: {e}\n{sql}"));
 }
 
 pub enum Arg {
@@ -138,7 +168,13 @@ fn id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-pub async fn add_user(pool: &AnyPool, email: &str, password: &str, role: &str, must_change: bool) -> String {
+pub async fn add_user(
+    pool: &AnyPool,
+    email: &str,
+    password: &str,
+    role: &str,
+    must_change: bool,
+) -> String {
     let uid = id();
     exec(
         pool,
@@ -150,10 +186,22 @@ pub async fn add_user(pool: &AnyPool, email: &str, password: &str, role: &str, m
 }
 
 pub async fn add_member(pool: &AnyPool, project_id: &str, user_id: &str, role: &str) {
-    exec(pool, "INSERT INTO project_users (project_id, user_id, role) VALUES ($1, $2, $3)", vec![s(project_id), s(user_id), s(role)]).await;
+    exec(
+        pool,
+        "INSERT INTO project_users (project_id, user_id, role) VALUES ($1, $2, $3)",
+        vec![s(project_id), s(user_id), s(role)],
+    )
+    .await;
 }
 
-pub async fn add_log(pool: &AnyPool, run_id: &str, step_id: Option<&str>, level: &str, message: &str, ts: i64) {
+pub async fn add_log(
+    pool: &AnyPool,
+    run_id: &str,
+    step_id: Option<&str>,
+    level: &str,
+    message: &str,
+    ts: i64,
+) {
     exec(
         pool,
         "INSERT INTO log_lines (id, run_id, step_id, level, source, message, timestamp) VALUES ($1, $2, $3, $4, 'JOB', $5, $6)",
@@ -169,7 +217,14 @@ pub async fn seed(pool: &AnyPool, key: &[u8; 32]) -> Seed {
     let admin = add_user(pool, "admin@localhost", ADMIN_PASSWORD, "superuser", true).await;
     let editor = add_user(pool, "editor@example.org", EDITOR_PASSWORD, "user", false).await;
     let viewer = add_user(pool, "viewer@example.org", VIEWER_PASSWORD, "user", false).await;
-    let _outsider = add_user(pool, "outsider@example.org", OUTSIDER_PASSWORD, "user", false).await;
+    let _outsider = add_user(
+        pool,
+        "outsider@example.org",
+        OUTSIDER_PASSWORD,
+        "user",
+        false,
+    )
+    .await;
     let _ = admin;
     let project_id = id();
     let other_project_id = id();
@@ -183,7 +238,11 @@ pub async fn seed(pool: &AnyPool, key: &[u8; 32]) -> Seed {
     exec(pool, "INSERT INTO workflows (id, project_id, name, lock_version, inserted_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)",
         vec![s(&workflow_id), s(&project_id), s("Patients to DHIS2"), n(now)]).await;
     let credential_id = id();
-    let enc = gabbro_ui::vault::encrypt(key, br#"{"username":"dhis","password":"very-secret-value"}"#).unwrap();
+    let enc = gabbro_ui::vault::encrypt(
+        key,
+        br#"{"username":"dhis","password":"very-secret-value"}"#,
+    )
+    .unwrap();
     exec(pool, "INSERT INTO credentials (id, project_id, name, schema, body_encrypted, inserted_at, updated_at) VALUES ($1, $2, 'DHIS2 login', 'http', $3, $4, $4)",
         vec![s(&credential_id), s(&project_id), s(&enc), n(now)]).await;
     let job1_id = id();
@@ -210,7 +269,10 @@ pub async fn seed(pool: &AnyPool, key: &[u8; 32]) -> Seed {
 
     // Dataclips: a webhook input with markup in it, a step output, and a big one.
     let input_dataclip_id = id();
-    let input = format!(r#"{{"patient":{{"name":"Ada {}","id":42}},"visits":[1,2,3]}}"#, EVIL.replace('\'', "\\u0027"));
+    let input = format!(
+        r#"{{"patient":{{"name":"Ada {}","id":42}},"visits":[1,2,3]}}"#,
+        EVIL.replace('\'', "\\u0027")
+    );
     exec(pool, "INSERT INTO dataclips (id, project_id, type, body, request, inserted_at) VALUES ($1, $2, 'http_request', $3, '{}', $4)",
         vec![s(&input_dataclip_id), s(&project_id), s(&input), n(now)]).await;
     let out1 = id();
@@ -244,11 +306,45 @@ pub async fn seed(pool: &AnyPool, key: &[u8; 32]) -> Seed {
         vec![s(&step1_id), s(&job1_id), s(&snapshot_id), s(&input_dataclip_id), s(&big_dataclip_id), n(now - 2_900_000), n(now - 2_600_000)]).await;
     exec(pool, "INSERT INTO steps (id, job_id, snapshot_id, input_dataclip_id, exit_reason, error_type, error_message, started_at, finished_at, inserted_at) VALUES ($1, $2, $3, $4, 'fail', 'TypeError', $5, $6, $7, $6)",
         vec![s(&step2_id), s(&job2_id), s(&snapshot_id), s(&out1), s(&format!("Cannot read properties of undefined {EVIL}")), n(now - 2_500_000), n(now - 2_100_000)]).await;
-    exec(pool, "INSERT INTO run_steps (run_id, step_id, position) VALUES ($1, $2, 0)", vec![s(&failed_run_id), s(&step1_id)]).await;
-    exec(pool, "INSERT INTO run_steps (run_id, step_id, position) VALUES ($1, $2, 1)", vec![s(&failed_run_id), s(&step2_id)]).await;
-    add_log(pool, &failed_run_id, Some(&step1_id), "info", "Fetched 1 patient", now - 2_800_000).await;
-    add_log(pool, &failed_run_id, Some(&step2_id), "debug", "POST /api/events", now - 2_400_000).await;
-    add_log(pool, &failed_run_id, Some(&step2_id), "error", &format!("TypeError: boom {EVIL}"), now - 2_200_000).await;
+    exec(
+        pool,
+        "INSERT INTO run_steps (run_id, step_id, position) VALUES ($1, $2, 0)",
+        vec![s(&failed_run_id), s(&step1_id)],
+    )
+    .await;
+    exec(
+        pool,
+        "INSERT INTO run_steps (run_id, step_id, position) VALUES ($1, $2, 1)",
+        vec![s(&failed_run_id), s(&step2_id)],
+    )
+    .await;
+    add_log(
+        pool,
+        &failed_run_id,
+        Some(&step1_id),
+        "info",
+        "Fetched 1 patient",
+        now - 2_800_000,
+    )
+    .await;
+    add_log(
+        pool,
+        &failed_run_id,
+        Some(&step2_id),
+        "debug",
+        "POST /api/events",
+        now - 2_400_000,
+    )
+    .await;
+    add_log(
+        pool,
+        &failed_run_id,
+        Some(&step2_id),
+        "error",
+        &format!("TypeError: boom {EVIL}"),
+        now - 2_200_000,
+    )
+    .await;
 
     let active_wo = id();
     exec(pool, "INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state, last_activity, inserted_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $6, $6)",
@@ -318,13 +414,20 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Client {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             cookies: Vec::new(),
         }
     }
 
     fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     async fn finish(&mut self, resp: reqwest::Response) -> Page {
@@ -338,17 +441,32 @@ impl Client {
             }
         }
         let status = resp.status().as_u16();
-        let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_string());
-        Page { status, location, body: resp.text().await.unwrap_or_default() }
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        Page {
+            status,
+            location,
+            body: resp.text().await.unwrap_or_default(),
+        }
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let resp = self.http.get(format!("{}{path}", self.base)).header("cookie", self.cookie_header()).send().await.unwrap();
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
         self.finish(resp).await
     }
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
@@ -365,6 +483,10 @@ impl Client {
     pub async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let form = self.get("/sign-in").await;
         let csrf = form.csrf();
-        self.post("/sign-in", &[("_csrf", &csrf), ("email", email), ("password", password)]).await
+        self.post(
+            "/sign-in",
+            &[("_csrf", &csrf), ("email", email), ("password", password)],
+        )
+        .await
     }
 }

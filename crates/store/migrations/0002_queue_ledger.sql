@@ -25,3 +25,12 @@ CREATE INDEX work_orders_state_inserted ON work_orders (state, inserted_at DESC,
 
 -- Keyset pages over log lines of a run, in order.
 CREATE INDEX log_lines_run_seq_order ON log_lines (run_id, seq);
+
+-- The ledger's per-run event sequence (gabbro worker's `seq`): the last one
+-- applied. Events with seq ≤ last_seq are replays (answered ok, changing
+-- nothing); seq > last_seq + 1 is a gap (refused, naming the expected seq).
+ALTER TABLE runs ADD COLUMN last_seq BIGINT;
+
+-- A `run:batch_logs` event carries one seq for many lines, so (run, seq) is
+-- not unique on log lines; the ledger's idempotency is `runs.last_seq`.
+DROP INDEX log_lines_run_seq;

@@ -37,6 +37,17 @@ pub enum StoreError {
         /// The message, as Lightning words it.
         message: String,
     },
+    /// The event came from a worker that does not hold the run (its claim
+    /// was requeued and the run claimed again, or it never held it).
+    #[error("run: is held by another worker")]
+    NotHolder,
+    /// A gabbro worker's event skipped ahead of the run's sequence; the
+    /// worker should resend from `expected`.
+    #[error("seq: expected {expected}")]
+    SeqGap {
+        /// The next seq the run accepts.
+        expected: u64,
+    },
     /// Encryption or decryption of a secret failed (wrong key, corrupt data).
     #[error("crypto: {0}")]
     Crypto(String),

@@ -42,6 +42,7 @@
 mod db;
 mod error;
 mod ingest;
+mod ledger;
 mod macros;
 pub mod provision;
 pub mod queue;
@@ -54,6 +55,7 @@ mod writer;
 pub use db::{Backend, Conn, ConnectOptions, Db, PooledConn, Store, WriteOp, migrator};
 pub use error::{Result, StoreError};
 pub use ingest::{Ingested, WebhookIngest};
+pub use ledger::{NewLogLine, RunComplete, StepComplete, StepStart};
 pub use queue::{ClaimRequest, ClaimedRun, RUN_AVAILABLE_CHANNEL};
 pub use time::{db_now_us, now_us, parse_protocol_timestamp};
 pub use users::{ADMIN_EMAIL, NewToken, User};

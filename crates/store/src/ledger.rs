@@ -1,0 +1,674 @@
+//! The run ledger: every change to a run after its claim goes through here —
+//! worker events (`run:start`, `step:start`, `step:complete`, logs,
+//! `run:complete`), the API and the janitor — as idempotent, ordered
+//! transitions of the run state machine ([`gabbro_model::check_transition`]).
+//!
+//! * A duplicate (same step id, a finished step completed again, a final
+//!   state reported again, or a gabbro `seq` at or below the run's
+//!   `last_seq`) changes nothing and is answered like the first time.
+//! * A `seq` past `last_seq + 1` is refused with [`StoreError::SeqGap`].
+//! * An illegal transition is refused with [`StoreError::Rejected`] in
+//!   Lightning's words ("already in completed state", …).
+//! * An event from a worker other than the run's holder is refused.
+//! * The work order's state is recomputed in the same transaction, and
+//!   leaving claimed|started frees the run's concurrency slot.
+//! * Every worker event refreshes the run's lease (`last_heard_at`).
+
+use gabbro_model::{
+    ExitReason, RunOptions, RunState, Transition, check_transition, work_order_state,
+};
+
+use crate::queue::release_slot;
+use crate::{
+    Conn, Result, Store, StoreError, db_now_us, exec, fetch_optional, new_id, scalar, scalars,
+};
+
+/// `step:start`.
+#[derive(Debug, Clone, Default)]
+pub struct StepStart {
+    /// Chosen by the worker.
+    pub step_id: String,
+    /// Must be a job of the run's snapshot.
+    pub job_id: String,
+    /// The step's input dataclip (the run's, or an upstream step's output).
+    pub input_dataclip_id: Option<String>,
+    /// The credential used.
+    pub credential_id: Option<String>,
+    /// Worker's timestamp (µs); the database clock if absent.
+    pub timestamp: Option<i64>,
+    /// gabbro's per-run event sequence number.
+    pub seq: Option<u64>,
+}
+
+/// `step:complete`.
+#[derive(Debug, Clone, Default)]
+pub struct StepComplete {
+    /// The step (from its `step:start`).
+    pub step_id: String,
+    /// OpenFn's reason word (`success`/`ok`, `fail`, `crash`, …).
+    pub reason: String,
+    /// e.g. `TypeError`.
+    pub error_type: Option<String>,
+    /// The error's message.
+    pub error_message: Option<String>,
+    /// The output dataclip's id, chosen by the worker.
+    pub output_dataclip_id: Option<String>,
+    /// The output state as JSON text, stored as given.
+    pub output_dataclip: Option<String>,
+    /// Set instead of the dataclip when the worker withheld it (e.g.
+    /// `DATACLIP_TOO_LARGE`).
+    pub output_dataclip_error: Option<String>,
+    /// Worker's timestamp (µs).
+    pub timestamp: Option<i64>,
+    /// gabbro's per-run event sequence number.
+    pub seq: Option<u64>,
+}
+
+/// One log line of `run:log` / `run:batch_logs`.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    /// Lightning's `message`: an array (joined with spaces, non-strings
+    /// JSON-encoded), or a string.
+    pub message: serde_json::Value,
+    /// `debug`, `info`, `warn`, `error`, `success`, `always`.
+    pub level: String,
+    /// e.g. `JOB`, `R/T` (cut to 8 characters as Lightning does).
+    pub source: String,
+    /// µs; the database clock if absent.
+    pub timestamp: Option<i64>,
+    /// The step it belongs to (must be a step of the run).
+    pub step_id: Option<String>,
+}
+
+/// `run:complete`.
+#[derive(Debug, Clone, Default)]
+pub struct RunComplete {
+    /// OpenFn's reason word.
+    pub reason: String,
+    /// e.g. `TimeoutError`.
+    pub error_type: Option<String>,
+    /// The error's message (logged, not stored on the run).
+    pub error_message: Option<String>,
+    /// Worker's timestamp (µs).
+    pub timestamp: Option<i64>,
+    /// gabbro's per-run event sequence number.
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LockedRun {
+    pub state: String,
+    pub work_order_id: String,
+    pub workflow_id: String,
+    pub project_id: String,
+    pub snapshot_id: String,
+    pub worker_id: Option<String>,
+    pub last_seq: Option<i64>,
+    pub options: String,
+}
+
+impl LockedRun {
+    pub(crate) fn state(&self) -> Result<RunState> {
+        self.state.parse().map_err(|_| {
+            StoreError::rejected("state", format!("unknown stored state {}", self.state))
+        })
+    }
+}
+
+/// Loads a run and locks it for the rest of the transaction (`FOR UPDATE`
+/// on PostgreSQL; SQLite's writer is exclusive).
+pub(crate) async fn lock_run(c: &mut Conn<'_>, run_id: &str) -> Result<LockedRun> {
+    let sql = c.pick(
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, last_seq, options
+         FROM runs WHERE id = $1",
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, last_seq, options
+         FROM runs WHERE id = $1 FOR UPDATE",
+    );
+    fetch_optional!(c, LockedRun, sql, run_id)?.ok_or_else(|| StoreError::not_found("run", run_id))
+}
+
+/// Is this event a replay (`true`), the next one (`false`), or a gap (error)?
+fn check_seq(run: &LockedRun, seq: Option<u64>) -> Result<bool> {
+    let Some(seq) = seq else { return Ok(false) };
+    let last = run.last_seq.unwrap_or(0).max(0) as u64;
+    if seq <= last {
+        Ok(true)
+    } else if seq == last + 1 {
+        Ok(false)
+    } else {
+        Err(StoreError::SeqGap { expected: last + 1 })
+    }
+}
+
+/// Refuses events from a worker that does not hold the run.
+fn check_holder(run: &LockedRun, worker_id: Option<&str>) -> Result<bool> {
+    match (worker_id, run.worker_id.as_deref()) {
+        (Some(w), Some(holder)) if w != holder => Err(StoreError::NotHolder),
+        (Some(_), Some(_)) => Ok(true),
+        (Some(_), None) => Err(StoreError::NotHolder),
+        _ => Ok(false),
+    }
+}
+
+/// Records that the holder was heard from and, for gabbro events, the seq.
+async fn touch(c: &mut Conn<'_>, run_id: &str, now: i64, seq: Option<u64>) -> Result<()> {
+    exec!(
+        c,
+        "UPDATE runs SET last_heard_at = $2, last_seq = COALESCE($3, last_seq) WHERE id = $1",
+        run_id,
+        now,
+        seq.map(|s| s as i64)
+    )?;
+    Ok(())
+}
+
+/// Recomputes the work order's state from its runs (Lightning's
+/// `state_for`), `current` being the run just changed.
+pub(crate) async fn refresh_work_order(
+    c: &mut Conn<'_>,
+    work_order_id: &str,
+    current_run: &str,
+    current: RunState,
+    now: i64,
+) -> Result<()> {
+    let others: Vec<String> = scalars!(
+        c,
+        String,
+        "SELECT state FROM runs WHERE work_order_id = $1 AND id <> $2",
+        work_order_id,
+        current_run
+    )?;
+    let others = others.iter().filter_map(|s| s.parse::<RunState>().ok());
+    let state = work_order_state(current, others);
+    exec!(
+        c,
+        "UPDATE work_orders SET state = $2, last_activity = $3, updated_at = $3 WHERE id = $1",
+        work_order_id,
+        state.as_str(),
+        now
+    )?;
+    Ok(())
+}
+
+/// Adds a line to the run's log from gabbro itself (state changes worth
+/// telling the user about).
+pub(crate) async fn system_log(
+    c: &mut Conn<'_>,
+    run_id: &str,
+    level: &str,
+    message: &str,
+    now: i64,
+) -> Result<()> {
+    exec!(
+        c,
+        "INSERT INTO log_lines (id, run_id, level, source, message, timestamp) VALUES ($1, $2, $3, 'gabbro', $4, $5)",
+        new_id(),
+        run_id,
+        level,
+        message,
+        now
+    )?;
+    Ok(())
+}
+
+fn snapshot_has_job(body: &str, job_id: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("jobs").and_then(|j| j.as_array()).cloned())
+        .is_some_and(|jobs| {
+            jobs.iter()
+                .any(|j| j.get("id").and_then(|i| i.as_str()) == Some(job_id))
+        })
+}
+
+/// Lightning's message rendering: arrays joined with spaces (strings as
+/// they are, anything else as JSON), control characters other than
+/// newline and tab removed.
+fn render_message(v: &serde_json::Value) -> String {
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    };
+    text.chars()
+        .filter(|ch| !ch.is_control() || *ch == '\n' || *ch == '\t')
+        .collect()
+}
+
+/// Whether a run in `state` takes step and log events from this sender.
+fn check_open_for_steps(state: RunState, own: bool) -> Result<()> {
+    match state {
+        RunState::Available => Err(StoreError::rejected(
+            "run",
+            "cannot mark run that has not been claimed by a worker",
+        )),
+        RunState::Claimed | RunState::Started => Ok(()),
+        RunState::Lost if own => Ok(()),
+        _ => Err(StoreError::rejected("state", "already in completed state")),
+    }
+}
+
+impl Store {
+    /// A refused event still uses up its `seq` (its error reply is the
+    /// answer), so the worker's journal can move past it instead of being
+    /// told forever that this seq is expected.
+    async fn consume_seq_if_rejected<T>(
+        &self,
+        run_id: &str,
+        seq: Option<u64>,
+        out: Result<T>,
+    ) -> Result<T> {
+        if let (Err(StoreError::Rejected { .. }), Some(seq)) = (&out, seq) {
+            let run_id = run_id.to_string();
+            let seq = seq as i64;
+            self.write(move |mut c| {
+                Box::pin(async move {
+                    exec!(
+                        c,
+                        "UPDATE runs SET last_seq = $2 WHERE id = $1 AND COALESCE(last_seq, 0) = $2 - 1",
+                        run_id,
+                        seq
+                    )?;
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        out
+    }
+
+    /// `run:start`: claimed → started (started_at from the worker's
+    /// timestamp). A repeat, or a late start on a run its own worker still
+    /// holds after it was marked lost, is a no-op.
+    pub async fn run_start(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        timestamp: Option<i64>,
+        seq: Option<u64>,
+    ) -> Result<()> {
+        let rid = run_id;
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let out = self
+            .write(move |mut c| {
+                Box::pin(async move {
+                    let c = &mut c;
+                    let run = lock_run(c, &run_id).await?;
+                    let own = check_holder(&run, worker_id.as_deref())?;
+                    let now = db_now_us(c).await?;
+                    if check_seq(&run, seq)? {
+                        return Ok(());
+                    }
+                    let from = run.state()?;
+                    match check_transition(from, RunState::Started, own || worker_id.is_none())
+                        .map_err(|e| StoreError::rejected("state", e.message))?
+                    {
+                        Transition::Apply => {
+                            exec!(
+                                c,
+                                "UPDATE runs SET state = 'started', started_at = $2 WHERE id = $1",
+                                &run_id,
+                                timestamp.unwrap_or(now)
+                            )?;
+                            refresh_work_order(
+                                c,
+                                &run.work_order_id,
+                                &run_id,
+                                RunState::Started,
+                                now,
+                            )
+                            .await?;
+                        }
+                        Transition::Noop | Transition::LateTruth => {}
+                    }
+                    touch(c, &run_id, now, seq).await
+                })
+            })
+            .await;
+        self.consume_seq_if_rejected(rid, seq, out).await
+    }
+
+    /// `step:start`: records the step (id chosen by the worker) and links it
+    /// to the run in execution order. The job must be in the run's
+    /// snapshot. Returns the step id.
+    pub async fn step_start(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        ev: StepStart,
+    ) -> Result<String> {
+        if ev.step_id.is_empty() {
+            return Err(StoreError::rejected("step_id", "can't be blank"));
+        }
+        if ev.job_id.is_empty() {
+            return Err(StoreError::rejected("job_id", "can't be blank"));
+        }
+        let (rid, seq) = (run_id, ev.seq);
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let out = self.write(move |mut c| {
+            Box::pin(async move {
+                let c = &mut c;
+                let run = lock_run(c, &run_id).await?;
+                let own = check_holder(&run, worker_id.as_deref())?;
+                let now = db_now_us(c).await?;
+                if check_seq(&run, ev.seq)? {
+                    return Ok(ev.step_id);
+                }
+                // Already recorded for this run: a replay.
+                let linked = scalar!(
+                    c,
+                    i64,
+                    "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
+                    &run_id,
+                    &ev.step_id
+                )?
+                .unwrap_or(0);
+                if linked > 0 {
+                    touch(c, &run_id, now, ev.seq).await?;
+                    return Ok(ev.step_id);
+                }
+                check_open_for_steps(run.state()?, own || worker_id.is_none())?;
+                let body: Option<String> =
+                    scalar!(c, String, "SELECT body FROM workflow_snapshots WHERE id = $1", &run.snapshot_id)?;
+                if !body.as_deref().is_some_and(|b| snapshot_has_job(b, &ev.job_id)) {
+                    return Err(StoreError::rejected("job_id", "does not exist"));
+                }
+                let inserted = exec!(
+                    c,
+                    "INSERT INTO steps (id, job_id, snapshot_id, credential_id, input_dataclip_id, started_at, inserted_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                    &ev.step_id,
+                    &ev.job_id,
+                    &run.snapshot_id,
+                    &ev.credential_id,
+                    &ev.input_dataclip_id,
+                    ev.timestamp.unwrap_or(now),
+                    now
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::rejected("step_id", "has already been taken"));
+                }
+                exec!(
+                    c,
+                    "INSERT INTO run_steps (run_id, step_id, position)
+                     VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM run_steps WHERE run_id = $1))",
+                    &run_id,
+                    &ev.step_id
+                )?;
+                touch(c, &run_id, now, ev.seq).await?;
+                Ok(ev.step_id)
+            })
+        })
+        .await;
+        self.consume_seq_if_rejected(rid, seq, out).await
+    }
+
+    /// `step:complete`: the step's exit reason and error, and its output
+    /// dataclip stored under the worker's id with the JSON text as given
+    /// (a wiped placeholder when the run does not save dataclips). Returns
+    /// the step id. A repeat is a no-op; a step the janitor marked `lost`
+    /// takes the true result from the run's own worker.
+    pub async fn step_complete(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        ev: StepComplete,
+    ) -> Result<String> {
+        let reason: ExitReason = ev
+            .reason
+            .parse()
+            .map_err(|_| StoreError::rejected("reason", format!("is invalid: {:?}", ev.reason)))?;
+        if ev.output_dataclip_id.is_some() != ev.output_dataclip.is_some()
+            && ev.output_dataclip_error.is_none()
+        {
+            return Err(StoreError::rejected(
+                "output_dataclip",
+                "output_dataclip and output_dataclip_id must be given together",
+            ));
+        }
+        let (rid, seq) = (run_id, ev.seq);
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let out = self.write(move |mut c| {
+            Box::pin(async move {
+                let c = &mut c;
+                let run = lock_run(c, &run_id).await?;
+                let own = check_holder(&run, worker_id.as_deref())?;
+                let now = db_now_us(c).await?;
+                if check_seq(&run, ev.seq)? {
+                    return Ok(ev.step_id);
+                }
+                #[derive(sqlx::FromRow)]
+                struct StepRow {
+                    finished_at: Option<i64>,
+                    exit_reason: Option<String>,
+                }
+                let step = fetch_optional!(
+                    c,
+                    StepRow,
+                    "SELECT s.finished_at, s.exit_reason FROM steps s
+                     JOIN run_steps rs ON rs.step_id = s.id AND rs.run_id = $1
+                     WHERE s.id = $2",
+                    &run_id,
+                    &ev.step_id
+                )?
+                .ok_or_else(|| StoreError::rejected("step_id", "not found"))?;
+                let late_truth = step.exit_reason.as_deref() == Some("lost") && (own || worker_id.is_none());
+                if step.finished_at.is_some() && !late_truth {
+                    touch(c, &run_id, now, ev.seq).await?;
+                    return Ok(ev.step_id);
+                }
+                let save = RunOptions::from_json(&run.options).save_dataclips;
+                let output_id = match (&ev.output_dataclip_id, ev.output_dataclip) {
+                    (Some(id), Some(body)) => {
+                        let (body, wiped_at) = if save { (Some(body), None) } else { (None, Some(now)) };
+                        exec!(
+                            c,
+                            "INSERT INTO dataclips (id, project_id, type, body, wiped_at, inserted_at)
+                             VALUES ($1, $2, 'step_result', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                            id,
+                            &run.project_id,
+                            body,
+                            wiped_at,
+                            now
+                        )?;
+                        Some(id.clone())
+                    }
+                    _ => None,
+                };
+                exec!(
+                    c,
+                    "UPDATE steps SET exit_reason = $2, error_type = $3, error_message = $4,
+                            output_dataclip_id = $5, finished_at = $6
+                     WHERE id = $1",
+                    &ev.step_id,
+                    reason.as_str(),
+                    &ev.error_type,
+                    &ev.error_message,
+                    output_id,
+                    ev.timestamp.unwrap_or(now)
+                )?;
+                touch(c, &run_id, now, ev.seq).await?;
+                Ok(ev.step_id)
+            })
+        })
+        .await;
+        self.consume_seq_if_rejected(rid, seq, out).await
+    }
+
+    /// `run:log` / `run:batch_logs`: appends lines (one `seq` for the whole
+    /// event). Returns the new lines' ids (for a replay: the ids stored the
+    /// first time).
+    pub async fn append_logs(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        lines: Vec<NewLogLine>,
+        seq: Option<u64>,
+    ) -> Result<Vec<String>> {
+        let rid = run_id;
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let out = self.write(move |mut c| {
+            Box::pin(async move {
+                let c = &mut c;
+                let run = lock_run(c, &run_id).await?;
+                check_holder(&run, worker_id.as_deref())?;
+                let now = db_now_us(c).await?;
+                if check_seq(&run, seq)? {
+                    let ids: Vec<String> = scalars!(
+                        c,
+                        String,
+                        "SELECT id FROM log_lines WHERE run_id = $1 AND seq = $2 ORDER BY timestamp, id",
+                        &run_id,
+                        seq.map(|s| s as i64)
+                    )?;
+                    return Ok(ids);
+                }
+                let mut ids = Vec::with_capacity(lines.len());
+                for line in lines {
+                    if let Some(step) = &line.step_id {
+                        let n = scalar!(
+                            c,
+                            i64,
+                            "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
+                            &run_id,
+                            step
+                        )?
+                        .unwrap_or(0);
+                        if n == 0 {
+                            return Err(StoreError::rejected("step_id", "must be associated with the run"));
+                        }
+                    }
+                    let id = new_id();
+                    let source: String = line.source.chars().take(8).collect();
+                    exec!(
+                        c,
+                        "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        &id,
+                        &run_id,
+                        &line.step_id,
+                        seq.map(|s| s as i64),
+                        &line.level,
+                        source,
+                        render_message(&line.message),
+                        line.timestamp.unwrap_or(now)
+                    )?;
+                    ids.push(id);
+                }
+                touch(c, &run_id, now, seq).await?;
+                Ok(ids)
+            })
+        })
+        .await;
+        self.consume_seq_if_rejected(rid, seq, out).await
+    }
+
+    /// `run:complete`: the reason's final state, `error_type` and
+    /// `finished_at`; frees the run's slot and recomputes the work order.
+    /// A repeat is a no-op; a different final state is refused ("already in
+    /// completed state") unless the run is `lost` and this is its own
+    /// worker, whose true outcome then replaces `lost` (and says so in the
+    /// run's log). Returns the run's state afterwards.
+    pub async fn run_complete(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        ev: RunComplete,
+    ) -> Result<RunState> {
+        let target = ev
+            .reason
+            .parse::<ExitReason>()
+            .map_err(|_| StoreError::rejected("reason", format!("is invalid: {:?}", ev.reason)))?
+            .run_state();
+        let (rid, seq) = (run_id, ev.seq);
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let out = self.write(move |mut c| {
+            Box::pin(async move {
+                let c = &mut c;
+                let run = lock_run(c, &run_id).await?;
+                let own = check_holder(&run, worker_id.as_deref())?;
+                let now = db_now_us(c).await?;
+                let from = run.state()?;
+                if check_seq(&run, ev.seq)? {
+                    return Ok(from);
+                }
+                let finished_at = ev.timestamp.unwrap_or(now);
+                match check_transition(from, target, own).map_err(|e| StoreError::rejected("state", e.message))? {
+                    Transition::Noop => {
+                        touch(c, &run_id, now, ev.seq).await?;
+                        return Ok(from);
+                    }
+                    Transition::Apply => {
+                        release_slot(c, &run.workflow_id, &run.project_id).await?;
+                    }
+                    Transition::LateTruth => {
+                        let msg = format!(
+                            "run had been marked lost; its worker delivered the true outcome: {}",
+                            target.as_str()
+                        );
+                        tracing::info!(run_id = %run_id, state = target.as_str(), "lost run takes its worker's late outcome");
+                        system_log(c, &run_id, "info", &msg, now).await?;
+                    }
+                }
+                exec!(
+                    c,
+                    "UPDATE runs SET state = $2, error_type = $3, finished_at = $4 WHERE id = $1",
+                    &run_id,
+                    target.as_str(),
+                    &ev.error_type,
+                    finished_at
+                )?;
+                refresh_work_order(c, &run.work_order_id, &run_id, target, now).await?;
+                touch(c, &run_id, now, ev.seq).await?;
+                Ok(target)
+            })
+        })
+        .await;
+        self.consume_seq_if_rejected(rid, seq, out).await
+    }
+
+    /// Renews the lease of every unfinished run `worker_id` holds (called on
+    /// the worker's socket heartbeats). Returns how many runs it touched.
+    pub async fn heartbeat(&self, worker_id: &str) -> Result<u64> {
+        let worker_id = worker_id.to_string();
+        self.write(move |mut c| {
+            Box::pin(async move {
+                let now = db_now_us(&mut c).await?;
+                Ok(exec!(
+                    c,
+                    "UPDATE runs SET last_heard_at = $2 WHERE worker_id = $1 AND state IN ('claimed', 'started')",
+                    worker_id,
+                    now
+                )?)
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_render_as_lightning() {
+        let v = serde_json::json!(["a", 1, {"k": "v"}, "b\u{7}c\nd"]);
+        assert_eq!(render_message(&v), "a 1 {\"k\":\"v\"} bc\nd");
+        assert_eq!(render_message(&serde_json::json!("x")), "x");
+    }
+
+    #[test]
+    fn snapshot_job_lookup() {
+        let b = r#"{"jobs":[{"id":"j1"},{"id":"j2"}]}"#;
+        assert!(snapshot_has_job(b, "j2"));
+        assert!(!snapshot_has_job(b, "j3"));
+        assert!(!snapshot_has_job("not json", "j1"));
+    }
+}

@@ -355,3 +355,151 @@ async fn sqlite_late_truth_overrides_lost() {
 async fn postgres_late_truth_overrides_lost() {
     late_truth_overrides_lost(Backend::Postgres).await;
 }
+
+async fn retry_and_rerun(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let run = one_claimed_run(s, &seed, "w1").await;
+    let w = Some("w1");
+    let input = text(s, "SELECT dataclip_id FROM runs WHERE id = $1", &run)
+        .await
+        .unwrap();
+    let wo = text(s, "SELECT work_order_id FROM runs WHERE id = $1", &run)
+        .await
+        .unwrap();
+    s.run_start(&run, w, None, None).await.unwrap();
+    s.step_start(
+        &run,
+        w,
+        StepStart {
+            step_id: "sa".into(),
+            job_id: seed.job_ids[0].clone(),
+            input_dataclip_id: Some(input.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.step_complete(
+        &run,
+        w,
+        StepComplete {
+            step_id: "sa".into(),
+            reason: "success".into(),
+            output_dataclip_id: Some("ca".into()),
+            output_dataclip: Some("{}".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.step_start(
+        &run,
+        w,
+        StepStart {
+            step_id: "sb".into(),
+            job_id: seed.job_ids[1].clone(),
+            input_dataclip_id: Some("ca".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.step_complete(
+        &run,
+        w,
+        StepComplete {
+            step_id: "sb".into(),
+            reason: "fail".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.run_complete(&run, w, done("fail")).await.unwrap();
+
+    // Retry from step b: starts at job b with b's input, reuses step a.
+    let retry = s.retry_from_step(&run, "sb", None).await.unwrap();
+    assert_eq!(
+        text(s, "SELECT starting_job_id FROM runs WHERE id = $1", &retry).await,
+        Some(seed.job_ids[1].clone())
+    );
+    assert_eq!(
+        text(s, "SELECT dataclip_id FROM runs WHERE id = $1", &retry)
+            .await
+            .as_deref(),
+        Some("ca")
+    );
+    assert_eq!(
+        text(s, "SELECT queue FROM runs WHERE id = $1", &retry)
+            .await
+            .as_deref(),
+        Some("manual")
+    );
+    assert_eq!(
+        text(s, "SELECT step_id FROM run_steps WHERE run_id = $1", &retry)
+            .await
+            .as_deref(),
+        Some("sa")
+    );
+    assert_eq!(
+        text(s, "SELECT state FROM work_orders WHERE id = $1", &wo)
+            .await
+            .as_deref(),
+        Some("pending")
+    );
+    assert!(matches!(
+        s.retry_from_step(&run, "nope", None).await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+
+    // Bulk rerun: from the first run's trigger with the original input.
+    let out = s
+        .rerun_work_orders(vec![wo.clone(), "missing".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(out.enqueued.len(), 1);
+    assert_eq!(out.discarded.len(), 1);
+    let rerun = &out.enqueued[0].1;
+    assert_eq!(
+        text(s, "SELECT dataclip_id FROM runs WHERE id = $1", rerun).await,
+        Some(input)
+    );
+    assert_eq!(
+        text(
+            s,
+            "SELECT starting_trigger_id FROM runs WHERE id = $1",
+            rerun
+        )
+        .await,
+        Some(seed.trigger_id.clone())
+    );
+
+    // A manual run starts at the trigger's first job with a saved input.
+    let (mwo, mrun) = s
+        .create_manual_run(&seed.workflow_id, None, r#"{"m":1}"#, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        text(s, "SELECT starting_job_id FROM runs WHERE id = $1", &mrun).await,
+        Some(seed.job_ids[0].clone())
+    );
+    assert_eq!(
+        text(s, "SELECT state FROM work_orders WHERE id = $1", &mwo)
+            .await
+            .as_deref(),
+        Some("pending")
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_retry_and_rerun() {
+    retry_and_rerun(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_retry_and_rerun() {
+    retry_and_rerun(Backend::Postgres).await;
+}

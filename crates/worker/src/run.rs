@@ -1,0 +1,272 @@
+//! One claimed run, start to finish: join, `fetch:plan`, `fetch:dataclip`,
+//! `fetch:credential`…, `run:start` (acknowledged before anything runs),
+//! execution in a pooled child with every event forwarded in order, then
+//! `run:complete` and leave.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gabbro_protocol::{
+    ClaimedRun, FetchId, LightningPlan, Reason, RunEvent, RunStart, Timestamp, describe_error,
+};
+use gabbro_runtime::events::ChildRequest;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::channel::{CallError, RunChannel};
+use crate::plan;
+use crate::pool::{Budget, Outcome};
+use crate::socket::ReplyBody;
+use crate::translate::Translator;
+use crate::worker::Shared;
+
+/// Run `claimed` to completion. Never panics on server or job input.
+pub async fn execute(shared: Arc<Shared>, claimed: ClaimedRun) {
+    let run_id = claimed.id.clone();
+    shared.run_started(&run_id);
+    let mut ch = RunChannel::new(shared.clone(), &run_id, claimed.token);
+    match drive(&shared, &mut ch, &run_id).await {
+        Ok(()) => tracing::info!(run = %run_id, "run delivered"),
+        Err(e) => tracing::warn!(run = %run_id, error = %e, "run abandoned"),
+    }
+    ch.leave();
+    shared.run_finished(&run_id);
+}
+
+async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Result<(), CallError> {
+    // 1. The plan.
+    let reply = ch.send(RunEvent::FetchPlan).await?;
+    if !reply.is_ok() {
+        return Err(CallError::Refused(format!(
+            "fetch:plan: {}",
+            describe_error(&reply.response_json())
+        )));
+    }
+    let plan: LightningPlan = match serde_json::from_value(reply.response_json()) {
+        Ok(p) => p,
+        Err(e) => {
+            let fake = LightningPlan {
+                id: run_id.to_string(),
+                ..Default::default()
+            };
+            return fail_before_start(ch, &fake, "PlanError", &format!("invalid plan: {e}")).await;
+        }
+    };
+    let mut translator = Translator::new(&plan);
+
+    // 2. The input dataclip.
+    let input = match &plan.dataclip_id {
+        None => json!({}),
+        Some(id) => {
+            let reply = ch
+                .send(RunEvent::FetchDataclip(FetchId { id: id.clone() }))
+                .await?;
+            match dataclip_of(&reply) {
+                Ok(v) => v,
+                Err(e) => {
+                    return fail_before_start(
+                        ch,
+                        &plan,
+                        "DataClipError",
+                        &format!("Failed to load dataclip {id}: {e}"),
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+
+    // 3. Credentials.
+    let mut credentials: HashMap<String, Value> = HashMap::new();
+    for id in plan::credential_ids(&plan) {
+        let reply = ch
+            .send(RunEvent::FetchCredential(FetchId { id: id.clone() }))
+            .await?;
+        if reply.is_ok() {
+            credentials.insert(id, reply.response_json());
+        } else {
+            let msg = format!(
+                "Failed to load credential {id}: [fetch:credential] {}",
+                reply.response_json()
+            );
+            return fail_before_start(ch, &plan, "CredentialLoadError", &msg).await;
+        }
+    }
+
+    // 4. Start: nothing executes before the orchestrator acknowledged it.
+    let limits = plan::limits_for(&plan, &shared.config.limits);
+    ch.send(translator.worker_log(
+        "RTE",
+        "info",
+        &format!("Memory limit: {}mb", limits.memory_limit_mb),
+    ))
+    .await?;
+    ch.send(translator.worker_log(
+        "RTE",
+        "info",
+        &format!("Timeout: {}s", limits.timeout_ms / 1000),
+    ))
+    .await?;
+    let versions = shared.versions(&plan);
+    let reply = ch
+        .send(RunEvent::RunStart(RunStart {
+            versions: Some(versions.clone()),
+            timestamp: Timestamp::now(),
+            seq: None,
+        }))
+        .await?;
+    if !reply.is_ok() {
+        return Err(CallError::Refused(format!(
+            "run:start: {}",
+            describe_error(&reply.response_json())
+        )));
+    }
+    ch.send(translator.worker_log(
+        "RTE",
+        "info",
+        &format!("Payload limit: {}mb", limits.payload_limit_mb),
+    ))
+    .await?;
+    ch.send(translator.worker_log("VER", "info", &versions_banner(&versions)))
+        .await?;
+
+    // 5. Execute in a child, forwarding events in order.
+    let request = ChildRequest {
+        plan: plan::execution_plan(&plan, &credentials),
+        input,
+        secrets: plan::secrets_of(&credentials),
+        limits: limits.clone(),
+    };
+    let budget = Budget {
+        timeout: Duration::from_millis(limits.timeout_ms),
+        grace: shared.config.kill_grace,
+        memory_limit_mb: limits.memory_limit_mb,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let exec_shared = shared.clone();
+    let exec = tokio::spawn(async move { exec_shared.pool.execute(&request, budget, tx).await });
+    // Once a send fails for good, keep draining so the child can finish.
+    let mut failure: Option<CallError> = None;
+    while let Some(event) = rx.recv().await {
+        for out in translator.on_event(event) {
+            if failure.is_none()
+                && let Err(e) = ch.send(out).await
+            {
+                failure = Some(e);
+            }
+        }
+    }
+    let outcome = exec.await.unwrap_or_else(|e| Outcome::Died {
+        reason: Reason::Crash,
+        error_type: "ExitError".into(),
+        message: format!("executor task failed: {e}"),
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    match outcome {
+        Outcome::Died {
+            reason,
+            error_type,
+            message,
+        } => {
+            for out in translator.on_child_death(reason, &error_type, &message) {
+                ch.send(out).await?;
+            }
+        }
+        Outcome::Completed if !translator.is_complete() => {
+            for out in translator.on_child_death(
+                Reason::Crash,
+                "ExitError",
+                "the runtime ended without completing the run",
+            ) {
+                ch.send(out).await?;
+            }
+        }
+        Outcome::Completed => {}
+    }
+    Ok(())
+}
+
+/// The run ends `exception` before `run:start` (as OpenFn's worker does for
+/// a dataclip or credential it cannot load).
+async fn fail_before_start(
+    ch: &mut RunChannel,
+    plan: &LightningPlan,
+    error_type: &str,
+    message: &str,
+) -> Result<(), CallError> {
+    let mut t = Translator::new(plan);
+    for out in t.on_child_death(Reason::Exception, error_type, message) {
+        ch.send(out).await?;
+    }
+    Ok(())
+}
+
+/// The dataclip from a `fetch:dataclip` reply: Lightning's binary frame of
+/// JSON text, or (kit's mock) a JSON array of byte values, or plain JSON.
+fn dataclip_of(reply: &ReplyBody) -> Result<Value, String> {
+    if !reply.is_ok() {
+        return Err(describe_error(&reply.response_json()));
+    }
+    match reply {
+        ReplyBody::Binary { payload, .. } => {
+            serde_json::from_slice(payload).map_err(|e| format!("dataclip is not JSON: {e}"))
+        }
+        ReplyBody::Json(r) => match &r.response {
+            Value::Array(items) if items.iter().all(|v| v.as_u64().is_some_and(|b| b < 256)) => {
+                let bytes: Vec<u8> = items
+                    .iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|b| b as u8)
+                    .collect();
+                serde_json::from_slice(&bytes).map_err(|e| format!("dataclip is not JSON: {e}"))
+            }
+            other => Ok(other.clone()),
+        },
+    }
+}
+
+fn versions_banner(versions: &serde_json::Map<String, Value>) -> String {
+    let mut s = String::from("Versions:");
+    for (name, v) in versions {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("\n    ▸ {name:<27}{v}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gabbro_protocol::{Reply, ReplyStatus};
+
+    #[test]
+    fn reads_dataclips_in_lightnings_and_the_mocks_forms() {
+        let bin = ReplyBody::Binary {
+            status: "ok".into(),
+            payload: br#"{"data":{"x":1}}"#.to_vec(),
+        };
+        assert_eq!(dataclip_of(&bin).unwrap(), json!({"data": {"x": 1}}));
+        let bytes: Vec<Value> = br#"{"a":1}"#.iter().map(|b| json!(b)).collect();
+        let mock = ReplyBody::Json(Reply {
+            status: ReplyStatus::Ok,
+            response: Value::Array(bytes),
+        });
+        assert_eq!(dataclip_of(&mock).unwrap(), json!({"a": 1}));
+        let err = ReplyBody::Json(Reply {
+            status: ReplyStatus::Error,
+            response: json!({"errors": {"id": ["not found"]}}),
+        });
+        assert!(dataclip_of(&err).is_err());
+    }
+}

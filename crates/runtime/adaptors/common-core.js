@@ -1035,7 +1035,7 @@ function tzOffset(date, kind) {
   }
 }
 
-const FORMAT_TOKEN = /(''|'(?:[^']|'')*'?|y+|Y+|M+|L+|d+|D+|E+|e+|c+|H+|h+|k+|K+|m+|s+|S+|a+|b+|B+|X+|x+|O+|z+|T+|t+|Q+|q+|i+|w+|I+|G+|P+|p+|[A-Za-z])/g;
+const FORMAT_TOKEN = /([yYQqMLwIdDecihHKkms]o|''|'(?:[^']|'')*'?|y+|Y+|M+|L+|d+|D+|E+|e+|c+|H+|h+|k+|K+|m+|s+|S+|a+|b+|B+|X+|x+|O+|z+|T+|t+|Q+|q+|i+|w+|I+|G+|P+|p+|[A-Za-z])/g;
 
 function formatToken(tok, d) {
   const c = tok[0];
@@ -1115,8 +1115,11 @@ function dateFormat(date, formatStr) {
   return String(formatStr).replace(FORMAT_TOKEN, tok => {
     if (tok === "''") return "'";
     if (tok[0] === "'") return tok.replace(/^'|'$/g, '').replace(/''/g, "'");
-    if (tok.length >= 2 && tok.endsWith('o') === false) return formatToken(tok, d);
-    if (tok.endsWith('o') && tok.length === 2) {
+    if (/^(D+|Y+)$/.test(tok)) {
+      const what = tok[0] === 'D' ? ['d', 'days of the month'] : ['y', 'years'];
+      throw new RangeError(`Use \`${what[0].repeat(tok.length)}\` instead of \`${tok}\` (in \`${formatStr}\`) for formatting ${what[1]} to the input \`${d}\`; see: https://github.com/date-fns/date-fns/blob/master/docs/unicodeTokens.md`);
+    }
+    if (tok.length === 2 && tok[1] === 'o') {
       const base = tok[0];
       const d2 = d;
       if (base === 'd') return ordinal(d2.getDate());
@@ -1417,7 +1420,11 @@ function expandReference(state, value) {
   if (value instanceof RegExp || typedArrayBytes(value)) return value;
   if (Array.isArray(value)) return value.map(v => expandReference(state, v));
   if (typeof value === 'object' && value !== null && !(value instanceof FormBody)) {
-    return Object.keys(value).reduce((acc, key) => ({ ...acc, [key]: expandReference(state, value[key]) }), {});
+    // (OpenFn rebuilds the object with a spread per key; a loop gives the
+    // same object without the quadratic cost on large payloads.)
+    const out = {};
+    for (const key of Object.keys(value)) out[key] = expandReference(state, value[key]);
+    return out;
   }
   if (typeof value === 'function') return expandReference(state, value(state));
   return value;
@@ -1986,7 +1993,7 @@ function merge(dataSource, extra) {
   return state => {
     const initialData = source(dataSource)(state);
     const [additionalData] = expandReferences(state, extra);
-    return initialData.reduce((acc, item) => [...acc, { ...item, ...additionalData }], []);
+    return initialData.map(item => ({ ...item, ...additionalData }));
   };
 }
 

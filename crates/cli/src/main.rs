@@ -22,6 +22,9 @@ enum Command {
     Worker(gabbro_worker::WorkerArgs),
     /// Run a job or a workflow plan locally, without a server.
     Run(gabbro_runtime::cli::RunArgs),
+    /// Internal: the worker's pooled executor (JSON lines on stdin/stdout).
+    #[command(name = "__child", hide = true)]
+    Child,
     /// Deploy a project.yaml to a server.
     Deploy(gabbro_deploy::DeployArgs),
     /// Write a server's project as project.yaml.
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => gabbro_server::serve(args).await,
             Command::Worker(args) => gabbro_worker::run(args).await,
             Command::Run(args) => gabbro_runtime::cli::run(args).await,
+            Command::Child => gabbro_runtime::child::serve().await,
             Command::Deploy(args) => gabbro_deploy::deploy(args).await,
             Command::Pull(args) => gabbro_deploy::pull(args).await,
         }

@@ -4,6 +4,7 @@
 //! [`cli::run`] is `gabbro run`; [`child::serve`] is the worker's child mode.
 
 pub mod adaptors;
+pub mod child;
 pub mod cli;
 pub mod compiler;
 pub mod engine;

@@ -70,6 +70,19 @@ impl UiState {
         }
     }
 
+    /// A state whose pool connects on first use to `db_url` (the same URL
+    /// the store opened: `sqlite://PATH` or `postgres://…`). Synchronous, so
+    /// the server can build it while assembling its router. The store must
+    /// have run the migrations (it does in `Store::connect`).
+    pub fn connect_lazy(db_url: &str, encryption_key: Option<[u8; 32]>) -> Result<Self, String> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(8)
+            .connect_lazy(db_url)
+            .map_err(|e| format!("the UI cannot use the database URL: {e}"))?;
+        Ok(UiState::new(pool, encryption_key))
+    }
+
     fn with(self, f: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,

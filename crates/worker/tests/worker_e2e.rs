@@ -1,0 +1,343 @@
+//! `gabbro worker` against a Lightning-style server double over real
+//! sockets, executing runs in real child processes (the runtime's child
+//! mode): a run reaches `run:complete` with the steps, dataclips and logs
+//! its job produced; the worker survives a server that stops answering,
+//! answers slowly, replies errors, sends malformed frames or drops the
+//! connection, and never exits on its own.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gabbro_protocol::{Reason, RunEvent};
+use gabbro_worker::WorkerArgs;
+use serde_json::{Value, json};
+use support::{Lightning, Mode, SECRET, one_job_run};
+use tokio::sync::watch;
+
+struct RunningWorker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<i32>>,
+    dir: PathBuf,
+}
+
+impl RunningWorker {
+    fn start(l: &Lightning, tweak: impl FnOnce(&mut WorkerArgs)) -> RunningWorker {
+        let dir = std::env::temp_dir().join(format!("gabbro-worker-test-{}", uuid::Uuid::new_v4()));
+        let mut args = WorkerArgs {
+            lightning: Some(l.url.clone()),
+            secret: Some(SECRET.into()),
+            capacity: Some(2),
+            backoff: Some("0.05/0.3".into()),
+            message_timeout: Some(2),
+            claim_timeout: Some(2),
+            port: Some(0),
+            journal_dir: Some(dir.clone()),
+            child_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_gabbro-test-child"))),
+            child_args: Some(vec![]),
+            kill_grace: Some(2),
+            ..Default::default()
+        };
+        tweak(&mut args);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(gabbro_worker::run_until(args, rx));
+        RunningWorker { stop, task, dir }
+    }
+
+    /// The worker is still running (it never exits on server misbehaviour).
+    fn assert_alive(&self) {
+        assert!(!self.task.is_finished(), "the worker exited");
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task")
+            .expect("worker result");
+        assert_eq!(code, 0);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ADD_ONE: &str = "fn(state => { console.log('A sees', state.configuration.user); \
+     return { ...state, data: { ...state.data, y: state.data.x + 1 } }; });";
+
+fn step_starts(events: &[RunEvent]) -> Vec<&gabbro_protocol::StepStart> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepStart(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn step_completes(events: &[RunEvent]) -> Vec<&gabbro_protocol::StepComplete> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::StepComplete(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The run's events are complete and right: one step, its dataclips, the
+/// job's log line, the final state.
+fn assert_add_one_run(l: &Lightning, run_id: &str) {
+    let events = l.events(run_id);
+    assert!(
+        matches!(
+            events.iter().find(|e| !matches!(e, RunEvent::RunLog(_))),
+            Some(RunEvent::RunStart(_))
+        ),
+        "run:start comes before any step: {events:#?}"
+    );
+    let starts = step_starts(&events);
+    let completes = step_completes(&events);
+    assert_eq!(starts.len(), 1, "{events:#?}");
+    assert_eq!(completes.len(), 1, "{events:#?}");
+    let (start, complete) = (starts[0], completes[0]);
+    assert_eq!(start.job_id, "job-A");
+    assert_eq!(start.input_dataclip_id.as_deref(), Some("d"));
+    assert_eq!(complete.step_id, start.step_id);
+    assert_eq!(complete.reason, Reason::Success);
+    let output: Value = serde_json::from_str(complete.output_dataclip.as_deref().unwrap()).unwrap();
+    assert_eq!(output["data"], json!({"x": 1, "y": 2}));
+    assert!(
+        output.get("configuration").is_none(),
+        "credentials never leave in outputs"
+    );
+    let job_log = events.iter().find_map(|e| match e {
+        RunEvent::RunLog(l) if l.source.as_deref() == Some("JOB") => Some(l),
+        _ => None,
+    });
+    let job_log = job_log.expect("the job's console.log arrives");
+    assert_eq!(job_log.message, vec![json!("A sees"), json!("u")]);
+    assert_eq!(job_log.step_id.as_deref(), Some(start.step_id.as_str()));
+    let done = l.completed(run_id).unwrap();
+    assert_eq!(done.reason, Reason::Success);
+    assert_eq!(done.final_dataclip_id, complete.output_dataclip_id);
+    assert_eq!(done.final_state.as_ref().unwrap()["data"]["y"], json!(2));
+    // seq numbers are 1..n without gaps.
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let all =
+        serde_json::to_string(&events.iter().map(|e| e.payload()).collect::<Vec<_>>()).unwrap();
+    assert!(
+        !all.contains("s3cret-pw"),
+        "a credential value reached the orchestrator"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reaches_run_complete_with_steps_dataclips_and_logs() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.enqueue(one_job_run("run-1", ADD_ONE));
+    l.wait_complete("run-1", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-1");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credential_ends_the_run_in_exception_without_starting_it() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    let mut run = one_job_run("run-nocred", ADD_ONE);
+    run.credentials.clear();
+    l.enqueue(run);
+    let done = l.wait_complete("run-nocred", Duration::from_secs(30)).await;
+    assert_eq!(done.reason, Reason::Exception);
+    assert_eq!(done.error_type.as_deref(), Some("CredentialLoadError"));
+    let events = l.events("run-nocred");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, RunEvent::RunStart(_) | RunEvent::StepStart(_)))
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_that_stops_answering() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.set_mode(Mode::Silent);
+    l.enqueue(one_job_run("run-s", ADD_ONE));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    w.assert_alive();
+    assert!(l.completed("run-s").is_none());
+    l.set_mode(Mode::Normal);
+    l.wait_complete("run-s", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-s");
+    w.assert_alive();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_slow_server() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.set_mode(Mode::Slow(Duration::from_millis(300)));
+    l.enqueue(one_job_run("run-slow", ADD_ONE));
+    l.wait_complete("run-slow", Duration::from_secs(60)).await;
+    assert_add_one_run(&l, "run-slow");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backs_off_on_error_replies_and_recovers() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.set_mode(Mode::Errors);
+    l.enqueue(one_job_run("run-e", ADD_ONE));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let claims_during_errors = l.claims();
+    w.assert_alive();
+    l.set_mode(Mode::Normal);
+    l.wait_complete("run-e", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-e");
+    // Error replies are not counted as claims by the double; the worker
+    // kept claiming, with backoff, and got the run once errors stopped.
+    assert_eq!(claims_during_errors, 0);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignores_malformed_frames() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.set_mode(Mode::Malformed);
+    l.enqueue(one_job_run("run-m", ADD_ONE));
+    l.wait_complete("run-m", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-m");
+    w.assert_alive();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_and_resends_after_the_connection_drops_mid_run() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    // Let it connect and join, then cut the connection a few frames into the run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    l.drop_after(6);
+    l.enqueue(one_job_run("run-d", ADD_ONE));
+    l.wait_complete("run-d", Duration::from_secs(30)).await;
+    assert!(l.connections() >= 2, "the worker reconnected");
+    assert_add_one_run(&l, "run-d");
+    w.assert_alive();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_without_a_secret() {
+    let args = WorkerArgs {
+        lightning: Some("ws://127.0.0.1:9/worker".into()),
+        ..Default::default()
+    };
+    // WORKER_SECRET is not set in the test environment.
+    if std::env::var("WORKER_SECRET").is_ok() || std::env::var("GABBRO_WORKER_SECRET").is_ok() {
+        return;
+    }
+    let (_tx, rx) = watch::channel(false);
+    let err = gabbro_worker::run_until(args, rx).await.unwrap_err();
+    assert!(err.to_string().contains("secret"), "{err}");
+}
+
+fn with_options(mut run: support::TestRun, options: Value) -> support::TestRun {
+    run.plan["options"] = options;
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_timeout_and_oom_runs_end_right_while_other_runs_succeed() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |a| a.capacity = Some(3));
+    l.enqueue(one_job_run("ok-1", ADD_ONE));
+    l.enqueue(one_job_run(
+        "crash",
+        "fn(state => { return notDefinedAnywhere.x; });",
+    ));
+    l.enqueue(with_options(
+        one_job_run("timeout", "fn(state => { while (true) {} });"),
+        json!({"run_timeout_ms": 1000}),
+    ));
+    l.enqueue(with_options(
+        one_job_run(
+            "oom",
+            "fn(state => { const a = []; while (true) { a.push(new Array(100000).fill('x')); } });",
+        ),
+        json!({"run_memory_limit_mb": 64, "run_timeout_ms": 20000}),
+    ));
+    l.enqueue(one_job_run("ok-2", ADD_ONE));
+    let long = Duration::from_secs(60);
+    let crash = l.wait_complete("crash", long).await;
+    assert_eq!(crash.reason, Reason::Crash, "{crash:?}");
+    let timeout = l.wait_complete("timeout", long).await;
+    assert_eq!(
+        (timeout.reason, timeout.error_type.as_deref()),
+        (Reason::Kill, Some("TimeoutError")),
+        "{timeout:?}"
+    );
+    let oom = l.wait_complete("oom", long).await;
+    assert_eq!(
+        (oom.reason, oom.error_type.as_deref()),
+        (Reason::Kill, Some("OOMError")),
+        "{oom:?}"
+    );
+    for ok in ["ok-1", "ok-2"] {
+        l.wait_complete(ok, long).await;
+        assert_add_one_run(&l, ok);
+    }
+    // Each failed run closed its step with the same reason.
+    for (id, reason) in [
+        ("crash", Reason::Crash),
+        ("timeout", Reason::Kill),
+        ("oom", Reason::Kill),
+    ] {
+        let events = l.events(id);
+        let completes = step_completes(&events);
+        assert_eq!(completes.len(), 1, "{id}: {events:#?}");
+        assert_eq!(completes[0].reason, reason, "{id}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_routes_along_edges_and_chains_dataclips() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    let mut run = one_job_run("route", "fn(state => { const x = null; return x.y; });");
+    run.plan["jobs"].as_array_mut().unwrap().extend([
+        json!({"id": "job-H", "name": "H", "adaptor": "@openfn/language-common@3.3.4",
+                   "body": "fn(state => ({ ...state, data: { handled: true } }))"}),
+        json!({"id": "job-S", "name": "S", "adaptor": "@openfn/language-common@3.3.4",
+                   "body": "fn(state => state)"}),
+    ]);
+    run.plan["edges"].as_array_mut().unwrap().extend([
+        json!({"id": "e2", "source_job_id": "job-A", "target_job_id": "job-H", "condition": "on_job_failure", "enabled": true}),
+        json!({"id": "e3", "source_job_id": "job-A", "target_job_id": "job-S", "condition": "on_job_success", "enabled": true}),
+    ]);
+    l.enqueue(run);
+    let done = l.wait_complete("route", Duration::from_secs(30)).await;
+    let events = l.events("route");
+    let starts = step_starts(&events);
+    let completes = step_completes(&events);
+    let jobs: Vec<&str> = starts.iter().map(|s| s.job_id.as_str()).collect();
+    assert_eq!(jobs, ["job-A", "job-H"], "{events:#?}");
+    assert_eq!(completes[0].reason, Reason::Fail);
+    assert_eq!(completes[0].error_type.as_deref(), Some("RuntimeError"));
+    assert_eq!(starts[1].input_dataclip_id, completes[0].output_dataclip_id);
+    assert_eq!(
+        done.reason,
+        Reason::Success,
+        "a handled failure ends the run in success"
+    );
+    assert_eq!(done.final_dataclip_id, completes[1].output_dataclip_id);
+    w.stop().await;
+}

@@ -1705,11 +1705,29 @@ function headerPairs(headers) {
   return pairs;
 }
 
+// Node's TLS options that the native client understands: `ca` (replaces the
+// default roots), `rejectUnauthorized: false`, `cert` + `key` (PEM).
+function nativeTls(tls) {
+  if (!isObjectLike(tls)) return undefined;
+  const out = {};
+  const pem = v => (typeof v === 'string' ? v : typedArrayBytes(v) ? utf8Decode(typedArrayBytes(v)) : undefined);
+  if (tls.ca !== undefined) {
+    const list = (Array.isArray(tls.ca) ? tls.ca : [tls.ca]).map(pem).filter(x => x !== undefined);
+    if (list.length) out.ca = list;
+  }
+  if (tls.rejectUnauthorized === false) out.rejectUnauthorized = false;
+  if (pem(tls.cert) && pem(tls.key)) {
+    out.cert = pem(tls.cert);
+    out.key = pem(tls.key);
+  }
+  return Object.keys(out).length ? out : undefined;
+}
+
 const REDIRECT_STATUSES = [300, 301, 302, 303, 304, 305, 307, 308];
 
 // One exchange, following up to `maxRedirections` redirects like undici's
 // redirect interceptor (without a limit, 3xx responses are returned).
-async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedirections, responseType) {
+async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedirections, responseType, tls) {
   const httpRequest = requireHost('httpRequest');
   let currentUrl = url;
   let currentMethod = method;
@@ -1725,6 +1743,7 @@ async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedi
       bodyBase64: currentBody.bodyBase64,
       timeout,
       responseType,
+      tls,
     });
     const location = res.headers.location;
     if (remaining > 0 && [300, 301, 302, 303, 307, 308].includes(res.status) && location) {
@@ -1820,6 +1839,7 @@ async function commonRequest(method, fullUrlOrPath, options = {}) {
     parseAs = 'auto',
     maxRedirections,
     throwOnUnhandledRedirect = true,
+    tls,
   } = options;
   const queryParams = { ...optionQuery, ...urlQuery };
   const qs = querystringStringify(queryParams);
@@ -1829,7 +1849,7 @@ async function commonRequest(method, fullUrlOrPath, options = {}) {
   if (encoded.contentType && !pairs.some(([k]) => k.toLowerCase() === 'content-type')) {
     pairs.push(['content-type', encoded.contentType]);
   }
-  const res = await sendWithRedirects(method, target, pairs, encoded, timeout, maxRedirections, parseAs === 'base64' ? 'base64' : 'text');
+  const res = await sendWithRedirects(method, target, pairs, encoded, timeout, maxRedirections, parseAs === 'base64' ? 'base64' : 'text', nativeTls(tls));
   const statusText = getReasonPhrase(res.status);
   if (errors !== false) {
     const map = errors || {};

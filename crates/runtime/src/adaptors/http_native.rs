@@ -8,7 +8,9 @@
 //!         headers?: [[name, value], …],               // sent in this order
 //!         body?: string, bodyBase64?: string,         // at most one
 //!         timeout?: number /* ms, overrides the default */,
-//!         responseType?: "text" | "base64" }
+//!         responseType?: "text" | "base64",
+//!         tls?: { ca?: string | string[] /* PEM; replaces the default roots */,
+//!                 rejectUnauthorized?: boolean, cert?: string, key?: string } }
 //! res = { status: 200, statusText: "OK", url: "…",
 //!         headers: { "content-type": "…", "set-cookie": ["…", "…"] },
 //!         body: string /* UTF-8 text (lossy) or base64 */ }
@@ -20,6 +22,8 @@
 //! elapsed), `ERESPONSETOOLARGE` (body over the size limit), `EINVALIDURL`,
 //! `EHTTP` (anything else).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -46,7 +50,16 @@ impl Default for HostConfig {
 }
 
 /// A request as read from JS, owned so it can cross the await.
+/// Node-style TLS options of one request (`tls` in OpenFn's adaptors).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct TlsOptions {
+    ca: Vec<String>,
+    insecure: bool,
+    identity_pem: Option<String>,
+}
+
 struct NativeRequest {
+    tls: TlsOptions,
     method: reqwest::Method,
     url: String,
     headers: Vec<(String, String)>,
@@ -75,11 +88,59 @@ fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn build_client() -> Result<reqwest::Client, reqwest::Error> {
+fn build_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
     ensure_crypto_provider();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if !tls.ca.is_empty() {
+        let mut roots = Vec::new();
+        for pem in &tls.ca {
+            roots.extend(
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| format!("invalid tls.ca: {e}"))?,
+            );
+        }
+        if roots.is_empty() {
+            return Err("invalid tls.ca: no PEM certificate found".to_string());
+        }
+        builder = builder.tls_certs_only(roots);
+    }
+    if tls.insecure {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    if let Some(pem) = &tls.identity_pem {
+        let identity = reqwest::Identity::from_pem(pem.as_bytes())
+            .map_err(|e| format!("invalid tls.cert/tls.key: {e}"))?;
+        builder = builder.identity(identity);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The run's clients: the default one, plus one per distinct TLS setup.
+#[derive(Clone)]
+struct Clients {
+    default: reqwest::Client,
+    custom: Arc<Mutex<HashMap<TlsOptions, reqwest::Client>>>,
+}
+
+impl Clients {
+    fn for_tls(&self, tls: &TlsOptions) -> Result<reqwest::Client, NativeError> {
+        if *tls == TlsOptions::default() {
+            return Ok(self.default.clone());
+        }
+        let mut map = self.custom.lock().map_err(|_| NativeError {
+            code: "EHTTP",
+            message: "HTTP client cache poisoned".to_string(),
+        })?;
+        if let Some(c) = map.get(tls) {
+            return Ok(c.clone());
+        }
+        let client = build_client(tls).map_err(|message| NativeError {
+            code: "ETLSCONFIG",
+            message,
+        })?;
+        map.insert(tls.clone(), client.clone());
+        Ok(client)
+    }
 }
 
 /// Create the `httpRequest` JS function. Each call of this creates a fresh
@@ -88,18 +149,26 @@ pub fn http_request_function<'js>(
     ctx: &Ctx<'js>,
     config: &HostConfig,
 ) -> rquickjs::Result<Value<'js>> {
-    let client = build_client()
-        .map_err(|e| Exception::throw_internal(ctx, &format!("cannot create HTTP client: {e}")))?;
+    let clients = Clients {
+        default: build_client(&TlsOptions::default()).map_err(|e| {
+            Exception::throw_internal(ctx, &format!("cannot create HTTP client: {e}"))
+        })?,
+        custom: Arc::new(Mutex::new(HashMap::new())),
+    };
     let config = config.clone();
     let f = Function::new(
         ctx.clone(),
         Async(move |ctx: Ctx<'js>, req: Object<'js>| {
-            let client = client.clone();
+            let clients = clients.clone();
             let parsed = read_request(&req, &config);
             let limit = config.max_response_bytes;
             async move {
                 let req = match parsed {
                     Ok(r) => r,
+                    Err(e) => return Err(throw_native(&ctx, e)),
+                };
+                let client = match clients.for_tls(&req.tls) {
+                    Ok(c) => c,
                     Err(e) => return Err(throw_native(&ctx, e)),
                 };
                 match send(&client, req, limit).await {
@@ -169,7 +238,9 @@ fn read_request(req: &Object<'_>, config: &HostConfig) -> Result<NativeRequest, 
             .as_deref(),
         Some("base64")
     );
+    let tls = read_tls(req).map_err(bad)?;
     Ok(NativeRequest {
+        tls,
         method,
         url,
         headers,
@@ -177,6 +248,38 @@ fn read_request(req: &Object<'_>, config: &HostConfig) -> Result<NativeRequest, 
         timeout,
         base64_response,
     })
+}
+
+fn read_tls(req: &Object<'_>) -> Result<TlsOptions, String> {
+    let Some(tls) = req
+        .get::<_, Option<Object>>("tls")
+        .map_err(|e| format!("invalid tls: {e}"))?
+    else {
+        return Ok(TlsOptions::default());
+    };
+    let mut out = TlsOptions::default();
+    let ca: Value = tls.get("ca").map_err(|e| format!("invalid tls.ca: {e}"))?;
+    if let Some(list) = ca.as_array() {
+        for pem in list.iter::<String>() {
+            out.ca
+                .push(pem.map_err(|e| format!("invalid tls.ca: {e}"))?);
+        }
+    } else if let Some(pem) = ca.as_string() {
+        out.ca.push(
+            pem.to_string()
+                .map_err(|e| format!("invalid tls.ca: {e}"))?,
+        );
+    }
+    out.insecure = matches!(
+        tls.get::<_, Option<bool>>("rejectUnauthorized"),
+        Ok(Some(false))
+    );
+    let cert: Option<String> = tls.get("cert").ok().flatten();
+    let key: Option<String> = tls.get("key").ok().flatten();
+    if let (Some(cert), Some(key)) = (cert, key) {
+        out.identity_pem = Some(format!("{key}\n{cert}"));
+    }
+    Ok(out)
 }
 
 async fn send(

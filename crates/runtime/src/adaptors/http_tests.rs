@@ -324,3 +324,29 @@ async fn http_query_and_parse_as_options() {
     );
     assert_eq!(v["b64"], "aGVsbG8=");
 }
+
+#[tokio::test]
+async fn native_rejects_an_invalid_tls_ca() {
+    let err = js_err(
+        COMMON,
+        "return await H.httpRequest({ method: 'GET', url: 'https://127.0.0.1:9/', tls: { ca: 'not a pem' } });",
+    )
+    .await;
+    assert!(
+        err.contains("ETLSCONFIG") || err.contains("tls.ca"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn http_adaptor_passes_tls_options_to_a_separate_client() {
+    let base = start_server().await;
+    // Plain HTTP ignores TLS settings, but the request must still go through
+    // the client built for them.
+    let v = js(HTTP, &format!(
+        "const s = await A.get('/ok', {{ tls: {{ rejectUnauthorized: false }} }})({{ configuration: {{ baseUrl: '{base}' }} }});
+         return s.data;"
+    ))
+    .await;
+    assert_eq!(v, "hello");
+}

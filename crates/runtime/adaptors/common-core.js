@@ -40,6 +40,12 @@ function requireHost(name) {
 // Small helpers
 // ---------------------------------------------------------------------------
 
+// Array.prototype.push(...big) hits QuickJS's 65535-argument limit.
+function pushAll(target, items) {
+  for (let i = 0; i < items.length; i++) target.push(items[i]);
+  return target;
+}
+
 const hasOwn = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
 const isObjectLike = v => v !== null && typeof v === 'object';
 const isPlainObject = v => {
@@ -276,6 +282,9 @@ function parseBracket(inner, path) {
 function jsonPathQuery(path, json) {
   if (path === undefined || path === null || path === '') return [];
   const steps = parseJsonPath(String(path));
+  if (steps.every(st => st.t === 'wild' || (st.t === 'child' && st.names.length === 1 && st.names[0] !== '*'))) {
+    return simpleJsonPath(steps, json);
+  }
   let nodes = [{ value: json, parent: null, key: '$' }];
   for (const step of steps) {
     const next = [];
@@ -283,6 +292,29 @@ function jsonPathQuery(path, json) {
     nodes = next;
   }
   return nodes.map(n => n.value);
+}
+
+// Fast path for the common `$.a.b[*].c` shapes: values only, no node records.
+function simpleJsonPath(steps, json) {
+  let values = [json];
+  for (const step of steps) {
+    const next = [];
+    if (step.t === 'wild') {
+      for (const v of values) {
+        if (Array.isArray(v)) pushAll(next, v);
+        else if (isObjectLike(v)) for (const k of Object.keys(v)) next.push(v[k]);
+      }
+    } else {
+      const name = step.names[0];
+      for (const v of values) {
+        if (!isObjectLike(v)) continue;
+        if (hasOwn(v, name)) next.push(v[name]);
+        else if (Array.isArray(v) && name === 'length') next.push(v.length);
+      }
+    }
+    values = next;
+  }
+  return values;
 }
 
 function childrenOf(node) {
@@ -299,7 +331,7 @@ function applyJsonPathStep(step, node, out, root) {
       if (!isObjectLike(v)) return;
       for (const name of step.names) {
         if (name === '*') {
-          out.push(...childrenOf(node));
+          pushAll(out, childrenOf(node));
         } else if (hasOwn(v, name)) {
           out.push({ value: v[name], parent: v, key: name });
         } else if (Array.isArray(v) && name === 'length') {
@@ -308,16 +340,18 @@ function applyJsonPathStep(step, node, out, root) {
       }
       return;
     case 'wild':
-      out.push(...childrenOf(node));
+      pushAll(out, childrenOf(node));
       return;
     case 'desc': {
       // `..` selects the node and all its descendants; the next step
       // applies to each of them.
+      // (pre-order, iteratively: deep documents must not overflow the stack)
       const stack = [node];
       while (stack.length) {
-        const n = stack.shift();
+        const n = stack.pop();
         out.push(n);
-        stack.unshift(...childrenOf(n));
+        const kids = childrenOf(n);
+        for (let k = kids.length - 1; k >= 0; k--) stack.push(kids[k]);
       }
       return;
     }
@@ -613,7 +647,7 @@ const lowerFirst = s => { const str = String(s ?? ''); return str.charAt(0).toLo
 function flattenDepth(arr, depth) {
   const out = [];
   for (const v of arr || []) {
-    if (Array.isArray(v) && depth > 0) out.push(...flattenDepth(v, depth - 1));
+    if (Array.isArray(v) && depth > 0) pushAll(out, flattenDepth(v, depth - 1));
     else out.push(v);
   }
   return out;
@@ -2030,7 +2064,8 @@ function index() {
 }
 
 function arrayToString(arr, separator) {
-  return Array.apply(null, arr).join(separator);
+  // Array.apply(null, arr) as OpenFn, without QuickJS's argument-count limit
+  return (isObjectLike(arr) ? Array.from(arr) : Array.apply(null, arr)).join(separator);
 }
 
 function toArray(arg) {

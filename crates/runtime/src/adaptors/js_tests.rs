@@ -270,3 +270,34 @@ async fn http_relative_url_without_base_url_fails_before_any_request() {
     .unwrap_err();
     assert!(err.contains("UNEXPECTED_RELATIVE_URL"), "{err}");
 }
+
+/// Not a benchmark, a guard: `each` over 100,000 JSONPath matches must stay
+/// linear (the runtime's benchmark (c) does this through the whole stack).
+#[tokio::test]
+async fn each_over_100k_items_is_linear() {
+    let started = std::time::Instant::now();
+    let v = common(
+        r#"const items = []; for (let i = 0; i < 100000; i++) items.push({ id: i, qty: i % 7 });
+        let t0 = Date.now();
+        const matches = A.source('$.data.items[*]')({ data: { items } }).length;
+        const jp = Date.now() - t0;
+        t0 = Date.now();
+        let st0 = { data: { items } };
+        for (let i = 0; i < 100000; i++) st0 = { ...st0, data: items[i], index: i };
+        const spread = Date.now() - t0;
+        t0 = Date.now();
+        const s = await A.execute(A.each('$.data.items[*]', A.fn(st => { st.total = (st.total || 0) + st.data.qty; return st; })))({ data: { items } });
+        return { total: s.total, index: s.index, ms: Date.now() - t0, jp, spread, matches };"#,
+    )
+    .await;
+    assert_eq!(v["total"], 299995);
+    assert_eq!(v["index"], 99999);
+    eprintln!(
+        "each over 100k items: {} ms in JS (jsonpath alone {} ms, spreads alone {} ms), {:?} in all",
+        v["ms"],
+        v["jp"],
+        v["spread"],
+        started.elapsed()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -1688,8 +1688,9 @@ class FormBody {
     this.entries.push([String(name), value]);
   }
   encode() {
+    // same length as undici's boundary, so Content-Length matches OpenFn's
     let boundary = '----formdata-gabbro-';
-    for (let i = 0; i < 16; i++) boundary += Math.floor(Math.random() * 10);
+    for (let i = 0; i < 12; i++) boundary += Math.floor(Math.random() * 10);
     let body = '';
     for (const [name, value] of this.entries) {
       const esc = s => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
@@ -1720,12 +1721,38 @@ function encodeRequestBody(body) {
   const bytes = typedArrayBytes(body);
   if (bytes) return { bodyBase64: bytesToBase64(bytes) };
   if (typeof body === 'object') {
-    if (Symbol.iterator in Object(body) && !Array.isArray(body)) {
-      return { body: Array.from(body).join('') };
+    // undici sends any iterable (arrays included) chunk by chunk, and each
+    // chunk must be a string or bytes: an array of strings is concatenated,
+    // anything else fails as in Node.
+    if (Symbol.iterator in Object(body)) {
+      let text = '';
+      for (const chunk of body) {
+        if (typeof chunk === 'string') text += chunk;
+        else if (typedArrayBytes(chunk)) text += utf8Decode(typedArrayBytes(chunk));
+        else throw invalidChunkType(chunk);
+      }
+      return { body: text };
     }
     return { body: JSON.stringify(body) };
   }
   throw new Error('Unsupported body type');
+}
+
+// Node's ERR_INVALID_ARG_TYPE for a body chunk that is not a string/bytes.
+function invalidChunkType(v) {
+  let received;
+  if (v === null) received = 'null';
+  else if (v === undefined) received = 'undefined';
+  else if (typeof v === 'function') received = `function ${v.name}`;
+  else if (typeof v === 'object') received = `an instance of ${v.constructor && v.constructor.name ? v.constructor.name : 'Object'}`;
+  else {
+    let shown = typeof v === 'string' ? `'${v}'` : String(v);
+    if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
+    received = `type ${typeof v} (${shown})`;
+  }
+  const e = new TypeError(`The "string" argument must be of type string or an instance of Buffer or ArrayBuffer. Received ${received}`);
+  e.code = 'ERR_INVALID_ARG_TYPE';
+  return e;
 }
 
 function headerPairs(headers) {
@@ -1784,17 +1811,20 @@ async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedi
       remaining--;
       const next = requireHost('urlParse')(String(location), currentUrl);
       const sameOrigin = next.origin === parseURL(currentUrl).origin;
+      let removeContent = false;
       if (res.status === 303 && currentMethod !== 'HEAD') {
         currentMethod = 'GET';
         currentBody = {};
+        removeContent = true;
       } else if ((res.status === 301 || res.status === 302) && currentMethod === 'POST') {
         currentMethod = 'GET';
         currentBody = {};
+        removeContent = true;
       }
       pairs = pairs.filter(([k]) => {
         const lk = k.toLowerCase();
         if (lk === 'host') return false;
-        if (currentBody.body === undefined && currentBody.bodyBase64 === undefined && lk.startsWith('content-')) return false;
+        if (removeContent && lk.startsWith('content-')) return false;
         if (!sameOrigin && (lk === 'authorization' || lk === 'cookie' || lk === 'proxy-authorization')) return false;
         return true;
       });
@@ -1879,6 +1909,10 @@ async function commonRequest(method, fullUrlOrPath, options = {}) {
   const qs = querystringStringify(queryParams);
   const target = `${baseUrl}${path}${qs ? `?${qs}` : ''}`;
   const encoded = encodeRequestBody(body);
+  // undici sends `content-length: 0` for bodyless methods that expect one
+  if (encoded.body === undefined && encoded.bodyBase64 === undefined && ['PUT', 'POST', 'PATCH'].includes(String(method).toUpperCase())) {
+    encoded.body = '';
+  }
   const pairs = headerPairs(headers);
   if (encoded.contentType && !pairs.some(([k]) => k.toLowerCase() === 'content-type')) {
     pairs.push(['content-type', encoded.contentType]);

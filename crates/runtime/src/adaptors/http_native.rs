@@ -303,6 +303,15 @@ async fn send(
         builder = builder.header(name.as_str(), value.as_str());
     }
     if let Some(body) = req.body {
+        // hyper omits the length of an empty body; undici (OpenFn) sends it
+        if body.is_empty()
+            && !req
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            builder = builder.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
         builder = builder.body(body);
     }
     let request = builder.build().map_err(|e| classify(&e, &req.url))?;

@@ -301,3 +301,46 @@ async fn each_over_100k_items_is_linear() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// Development probe (not part of the suite): runs the scenarios of
+/// $GABBRO_ADAPTOR_PROBE (a JSON list of [adaptor, operation source, config])
+/// and writes the results next to it, to compare with OpenFn's adaptors.
+#[tokio::test]
+#[ignore]
+async fn adaptor_probe() {
+    let Ok(path) = std::env::var("GABBRO_ADAPTOR_PROBE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("scenarios");
+    let scenarios: Vec<(String, String, String)> = serde_json::from_str(&text).expect("json");
+    let base = std::env::var("GABBRO_PROBE_BASE").unwrap_or_default();
+    let mut out = Vec::new();
+    for (which, code, cfg) in scenarios {
+        let adaptor = if which == "http" {
+            "@openfn/language-http"
+        } else {
+            "@openfn/language-common"
+        };
+        let code = code.replace("BASE", &base);
+        let body = format!(
+            "const BASE = '{base}';
+             const cfgs = {{ cfg: {{ baseUrl: BASE }}, cfgv1: {{ baseUrl: BASE + '/api/v1/' }}, cfgauth: {{ baseUrl: BASE, username: 'u', password: 'p' }}, none: undefined }};
+             const clean = v => JSON.parse(JSON.stringify(v, (k, x) => (k === 'duration' ? 'D' : k === 'date' || k === 'keep-alive' || k === 'connection' || k === 'transfer-encoding' ? undefined : x)) ?? 'null');
+             const op = ({code});
+             const state = {{ data: {{ old: 1 }}, configuration: cfgs['{cfg}'] }};
+             try {{ const r = await A.execute(op)(state); if (r) delete r.configuration; return clean({{ ok: r }}); }}
+             catch (e) {{ return clean({{ err: {{ message: e.message, ...e }} }}); }}"
+        );
+        let r = eval_with(adaptor, &body)
+            .await
+            .unwrap_or_else(|e| format!("{{\"harness\": {e:?}}}"));
+        out.push(
+            serde_json::from_str::<serde_json::Value>(&r).unwrap_or(serde_json::Value::String(r)),
+        );
+    }
+    std::fs::write(
+        format!("{path}.gabbro.json"),
+        serde_json::to_string_pretty(&out).expect("json"),
+    )
+    .expect("write");
+}

@@ -2181,14 +2181,14 @@ function parseCsv(csvData, parsingOptions = {}, callback) {
 }
 
 // JSON-schema validation (a subset of ajv's draft-07 keywords).
-function validateAgainst(schema, data, path, errors) {
+function validateAgainst(schema, data, path, errors, schemaPath = '#') {
   if (schema === true || schema === undefined) return;
   if (schema === false) {
-    errors.push({ instancePath: path, keyword: 'false schema', message: 'boolean schema is false', params: {} });
+    errors.push({ instancePath: path, schemaPath, keyword: 'false schema', params: {}, message: 'boolean schema is false' });
     return;
   }
   const typeOf = v => (v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v);
-  const push = (keyword, message, params = {}) => errors.push({ instancePath: path, schemaPath: `#/${keyword}`, keyword, params, message });
+  const push = (keyword, message, params = {}) => errors.push({ instancePath: path, schemaPath: `${schemaPath}/${keyword}`, keyword, params, message });
   if (schema.type) {
     const types = Array.isArray(schema.type) ? schema.type : [schema.type];
     const t = typeOf(data);
@@ -2211,13 +2211,13 @@ function validateAgainst(schema, data, path, errors) {
       if (!hasOwn(data, req)) push('required', `must have required property '${req}'`, { missingProperty: req });
     }
     const props = schema.properties || {};
-    for (const k of Object.keys(props)) if (hasOwn(data, k)) validateAgainst(props[k], data[k], `${path}/${k}`, errors);
+    for (const k of Object.keys(props)) if (hasOwn(data, k)) validateAgainst(props[k], data[k], `${path}/${k}`, errors, `${schemaPath}/properties/${k}`);
     if (schema.additionalProperties === false) {
       for (const k of Object.keys(data)) if (!hasOwn(props, k)) push('additionalProperties', 'must NOT have additional properties', { additionalProperty: k });
     }
   }
   if (Array.isArray(data)) {
-    if (schema.items && !Array.isArray(schema.items)) data.forEach((v, i) => validateAgainst(schema.items, v, `${path}/${i}`, errors));
+    if (schema.items && !Array.isArray(schema.items)) data.forEach((v, i) => validateAgainst(schema.items, v, `${path}/${i}`, errors, `${schemaPath}/items`));
     if (schema.minItems !== undefined && data.length < schema.minItems) push('minItems', `must NOT have fewer than ${schema.minItems} items`, { limit: schema.minItems });
     if (schema.maxItems !== undefined && data.length > schema.maxItems) push('maxItems', `must NOT have more than ${schema.maxItems} items`, { limit: schema.maxItems });
   }
@@ -2239,7 +2239,8 @@ function validate(schema = 'schema', data = 'data') {
     }
     const errors = [];
     validateAgainst(resolvedSchema, resolvedData, '', errors);
-    if (errors.length) state.validationErrors.push({ data: state.data, errors });
+    // ajv's default (allErrors: false) reports the first failure only
+    if (errors.length) state.validationErrors.push({ data: state.data, errors: errors.slice(0, 1) });
     return state;
   };
 }

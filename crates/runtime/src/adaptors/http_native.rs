@@ -18,9 +18,11 @@
 //!
 //! Redirects are not followed here (the JS follows them, as undici's
 //! `maxRedirections` does), so the JS sees every 3xx. Failures reject with an
-//! `Error` carrying a `code`: `ECONNREFUSED`, `ETIMEDOUT` (the timeout
-//! elapsed), `ERESPONSETOOLARGE` (body over the size limit), `EINVALIDURL`,
-//! `EHTTP` (anything else).
+//! `Error` carrying a `code`: `ECONNREFUSED`, `ECONNRESET`,
+//! `UND_ERR_HEADERS_TIMEOUT` / `UND_ERR_BODY_TIMEOUT` (the timeout elapsed
+//! before / after the response head; named and worded as undici's errors),
+//! `ERESPONSETOOLARGE` (body over the size limit), `EINVALIDURL`,
+//! `ETLSCONFIG`, `EHTTP` (anything else).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +83,18 @@ struct NativeError {
     code: &'static str,
     message: String,
 }
+
+/// undici's timeout errors: (name, code, message).
+const HEADERS_TIMEOUT: (&str, &str, &str) = (
+    "HeadersTimeoutError",
+    "UND_ERR_HEADERS_TIMEOUT",
+    "Headers Timeout Error",
+);
+const BODY_TIMEOUT: (&str, &str, &str) = (
+    "BodyTimeoutError",
+    "UND_ERR_BODY_TIMEOUT",
+    "Body Timeout Error",
+);
 
 /// Install the rustls crypto provider (ring) once per process.
 fn ensure_crypto_provider() {
@@ -315,11 +329,13 @@ async fn send(
         builder = builder.body(body);
     }
     let request = builder.build().map_err(|e| classify(&e, &req.url))?;
+    let headers_received = std::sync::atomic::AtomicBool::new(false);
     let fut = async {
         let mut response = client
             .execute(request)
             .await
             .map_err(|e| classify(&e, &req.url))?;
+        headers_received.store(true, std::sync::atomic::Ordering::Relaxed);
         let status = response.status();
         let status_text = response
             .extensions()
@@ -361,13 +377,15 @@ async fn send(
     let mut res = match tokio::time::timeout_at(deadline.into(), fut).await {
         Ok(r) => r?,
         Err(_) => {
+            let (_, code, message) = if headers_received.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                BODY_TIMEOUT
+            } else {
+                HEADERS_TIMEOUT
+            };
             return Err(NativeError {
-                code: "ETIMEDOUT",
-                message: format!(
-                    "Request to {} timed out after {} ms",
-                    req.url,
-                    req.timeout.as_millis()
-                ),
+                code,
+                message: message.to_string(),
             });
         }
     };
@@ -421,8 +439,8 @@ fn classify(err: &reqwest::Error, url: &str) -> NativeError {
     }
     if err.is_timeout() {
         return NativeError {
-            code: "ETIMEDOUT",
-            message: format!("Request to {url} timed out"),
+            code: HEADERS_TIMEOUT.1,
+            message: HEADERS_TIMEOUT.2.to_string(),
         };
     }
     // reqwest's Display is terse ("error sending request"); add the cause.
@@ -443,6 +461,11 @@ fn throw_native(ctx: &Ctx<'_>, e: NativeError) -> rquickjs::Error {
     let build = || -> rquickjs::Result<Value<'_>> {
         let ex = Exception::from_message(ctx.clone(), &e.message)?;
         ex.as_object().set("code", e.code)?;
+        for (name, code, _) in [HEADERS_TIMEOUT, BODY_TIMEOUT] {
+            if e.code == code {
+                ex.as_object().set("name", name)?;
+            }
+        }
         Ok(ex.into_value())
     };
     match build() {

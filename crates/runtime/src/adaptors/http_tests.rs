@@ -67,6 +67,13 @@ async fn serve(mut sock: TcpStream) {
             .unwrap_or_default()
     };
     let path = target.split('?').next().unwrap_or_default().to_string();
+    if path == "/slowbody" {
+        let _ = sock
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        return;
+    }
     let (status, extra, out): (&str, String, String) = match path.as_str() {
         "/ok" => (
             "200 OK",
@@ -206,7 +213,11 @@ async fn native_default_timeout_comes_from_the_config() {
     )
     .await
     .expect_err("times out");
-    assert!(err.contains("ETIMEDOUT"), "{err}");
+    assert!(
+        err.contains("UND_ERR_HEADERS_TIMEOUT")
+            && err.contains("HeadersTimeoutError: Headers Timeout Error"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -220,7 +231,11 @@ async fn native_times_out_and_rejects_with_etimedout() {
         ),
     )
     .await;
-    assert!(err.contains("ETIMEDOUT"), "{err}");
+    assert!(
+        err.contains("UND_ERR_HEADERS_TIMEOUT")
+            && err.contains("HeadersTimeoutError: Headers Timeout Error"),
+        "{err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "took {:?}",
@@ -349,4 +364,21 @@ async fn http_adaptor_passes_tls_options_to_a_separate_client() {
     ))
     .await;
     assert_eq!(v, "hello");
+}
+
+#[tokio::test]
+async fn native_body_timeout_is_named_as_undici() {
+    let base = start_server().await;
+    let err = js_err(
+        COMMON,
+        &format!(
+            "return await H.httpRequest({{ method: 'GET', url: '{base}/slowbody', timeout: 300 }});"
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("BodyTimeoutError: Body Timeout Error")
+            && err.contains("UND_ERR_BODY_TIMEOUT"),
+        "{err}"
+    );
 }

@@ -129,19 +129,18 @@ fn build_client(tls: &TlsOptions) -> Result<reqwest::Client, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
-/// The run's clients: the default one, plus one per distinct TLS setup.
-#[derive(Clone)]
+/// The run's clients, one per distinct TLS setup (the default setup
+/// included). Built on first use: creating a client loads the system's
+/// trust store (milliseconds), which runs that make no request should not
+/// pay for.
+#[derive(Clone, Default)]
 struct Clients {
-    default: reqwest::Client,
-    custom: Arc<Mutex<HashMap<TlsOptions, reqwest::Client>>>,
+    built: Arc<Mutex<HashMap<TlsOptions, reqwest::Client>>>,
 }
 
 impl Clients {
     fn for_tls(&self, tls: &TlsOptions) -> Result<reqwest::Client, NativeError> {
-        if *tls == TlsOptions::default() {
-            return Ok(self.default.clone());
-        }
-        let mut map = self.custom.lock().map_err(|_| NativeError {
+        let mut map = self.built.lock().map_err(|_| NativeError {
             code: "EHTTP",
             message: "HTTP client cache poisoned".to_string(),
         })?;
@@ -149,7 +148,11 @@ impl Clients {
             return Ok(c.clone());
         }
         let client = build_client(tls).map_err(|message| NativeError {
-            code: "ETLSCONFIG",
+            code: if *tls == TlsOptions::default() {
+                "EHTTP"
+            } else {
+                "ETLSCONFIG"
+            },
             message,
         })?;
         map.insert(tls.clone(), client.clone());
@@ -157,18 +160,13 @@ impl Clients {
     }
 }
 
-/// Create the `httpRequest` JS function. Each call of this creates a fresh
-/// client (its own connection pool).
+/// Create the `httpRequest` JS function. Each call of this gets its own
+/// clients (connection pools), created when the first request is made.
 pub fn http_request_function<'js>(
     ctx: &Ctx<'js>,
     config: &HostConfig,
 ) -> rquickjs::Result<Value<'js>> {
-    let clients = Clients {
-        default: build_client(&TlsOptions::default()).map_err(|e| {
-            Exception::throw_internal(ctx, &format!("cannot create HTTP client: {e}"))
-        })?,
-        custom: Arc::new(Mutex::new(HashMap::new())),
-    };
+    let clients = Clients::default();
     let config = config.clone();
     let f = Function::new(
         ctx.clone(),

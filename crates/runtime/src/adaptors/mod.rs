@@ -24,8 +24,13 @@
 //!     inside a tokio runtime (reqwest), which the async executor provides.
 //!   - `urlParse(input, base?)`: WHATWG URL parsing (QuickJS has no `URL`).
 //!
-//! Call [`host_exports`] once per run (per JS context): it creates the HTTP
-//! client, so no connections are shared between runs.
+//! Call [`host_exports`] once per run (per JS context): each call gets its
+//! own HTTP clients (created on the first request), so no connections are
+//! shared between runs. Limits: [`HostConfig`] (HTTP timeout, default 300 s;
+//! response size, default 100 MiB); `host_exports` uses the defaults.
+//!
+//! Adaptor JS sources: `crates/runtime/adaptors/` (`common-core.js` + the
+//! per-adaptor export tail); behaviour and differences: `docs/adaptors.md`.
 
 pub mod http_native;
 mod registry;

@@ -68,6 +68,9 @@ pub struct WorkerArgs {
     /// Where undelivered run events are kept [default: ./gabbro-worker/journal].
     #[arg(long = "journal-dir", env = "GABBRO_JOURNAL_DIR")]
     pub journal_dir: Option<PathBuf>,
+    /// Journal size (MB) past which the worker stops claiming [default: 1024].
+    #[arg(long = "journal-max-mb", env = "GABBRO_JOURNAL_MAX_MB")]
+    pub journal_max_mb: Option<u64>,
     /// Name sent with claims (env WORKER_NAME, DEPLOYED_POD_NAME).
     #[arg(long = "worker-name", env = "GABBRO_WORKER_NAME")]
     pub worker_name: Option<String>,
@@ -114,6 +117,7 @@ pub struct Settings {
     pub secret: String,
     pub port: u16,
     pub journal_dir: PathBuf,
+    pub journal_max_bytes: u64,
     pub child: ChildCommand,
     pub public_key: Option<String>,
     pub config_without_id: Config,
@@ -177,6 +181,10 @@ impl WorkerArgs {
             secret,
             port,
             journal_dir,
+            journal_max_bytes: self
+                .journal_max_mb
+                .unwrap_or(1024)
+                .saturating_mul(1024 * 1024),
             child: ChildCommand { program, args },
             public_key,
             config_without_id: Config {
@@ -231,11 +239,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         tracing::info!("shutting down: no new claims; finishing active runs");
         let _ = stop_tx.send(true);
     });
-    run_until(args, stop_rx).await
-}
-
-/// The worker, stopping when `stop` turns true (tests drive this directly).
-pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyhow::Result<i32> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -243,6 +246,12 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
         )
         .with_writer(std::io::stderr)
         .try_init();
+    run_until(args, stop_rx).await
+}
+
+/// The worker, stopping when `stop` turns true (tests drive this directly;
+/// it installs no log subscriber).
+pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyhow::Result<i32> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = args.resolve()?;
     let journal = crate::journal_dir::JournalDir::open(&settings.journal_dir)?;
@@ -265,7 +274,15 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
     let drain_bound = Duration::from_millis(config.limits.run_timeout_ms)
         + config.kill_grace
         + config.message_timeout * 2;
-    let shared = Arc::new(Shared::new(config, socket.clone(), pool));
+    let journal = crate::journal::Journal::open(&settings.journal_dir, settings.journal_max_bytes)
+        .with_context(|| {
+            format!(
+                "cannot open the journal in {}",
+                settings.journal_dir.display()
+            )
+        })?;
+    journal.start_syncer();
+    let shared = Arc::new(Shared::new(config, socket.clone(), pool, journal.clone()));
     tracing::info!(
         worker_id = %shared.config.worker_id,
         lightning = %settings.lightning,
@@ -284,13 +301,23 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
         }
     }
 
+    // What a previous life of this worker did not deliver goes first.
+    let replays: Vec<_> = journal
+        .pending()
+        .into_iter()
+        .map(|p| tokio::spawn(crate::run::replay(shared.clone(), p)))
+        .collect();
     let slots = Arc::new(Semaphore::new(capacity as usize));
     claim_loop(shared.clone(), slots.clone(), stop_rx).await;
     // Active runs finish (bounded by their deadlines and delivery).
-    if tokio::time::timeout(drain_bound, slots.acquire_many(capacity))
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(drain_bound, async {
+        let _ = slots.acquire_many(capacity).await;
+        for r in replays {
+            let _ = r.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(active = ?shared.active_runs(), "runs still undelivered at shutdown");
     }
     socket.close();

@@ -6,13 +6,15 @@
 //! it once). Only a refused join (the run is not ours, or no longer) ends
 //! the conversation.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gabbro_protocol::{RunEvent, describe_error, run_topic};
 use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
+use crate::journal::RunJournal;
 use crate::socket::{Channel, JoinError, ReplyBody, RequestError};
 use crate::worker::Shared;
 
@@ -32,23 +34,22 @@ pub struct RunChannel {
     topic: String,
     token: String,
     channel: Option<Channel>,
-    next_seq: u64,
+    numberer: Numberer,
 }
 
-impl RunChannel {
-    pub fn new(shared: Arc<Shared>, run_id: &str, token: String) -> RunChannel {
-        RunChannel {
-            shared,
-            topic: run_topic(run_id),
-            token,
-            channel: None,
-            next_seq: 1,
-        }
-    }
+/// Numbers a run's events (`seq`) and writes each to the run's journal as
+/// it is produced, ahead of delivery. Shared between the task producing
+/// events and the one delivering them.
+#[derive(Clone)]
+pub struct Numberer {
+    next_seq: Arc<AtomicU64>,
+    journal: Arc<Mutex<Option<RunJournal>>>,
+    topic: String,
+}
 
-    /// Send `event` (numbering it with the next `seq` if it carries one) and
-    /// return the reply, whatever its status.
-    pub async fn send(&mut self, mut event: RunEvent) -> Result<ReplyBody, CallError> {
+impl Numberer {
+    /// Give `event` the next `seq` (if it carries one) and journal it.
+    pub fn number(&self, mut event: RunEvent) -> RunEvent {
         if matches!(
             event,
             RunEvent::RunStart(_)
@@ -58,11 +59,83 @@ impl RunChannel {
                 | RunEvent::BatchLogs(_)
                 | RunEvent::RunComplete(_)
         ) {
-            event.set_seq(Some(self.next_seq));
-            self.next_seq += 1;
+            event.set_seq(Some(self.next_seq.fetch_add(1, Ordering::Relaxed)));
+            if let Ok(mut guard) = self.journal.lock()
+                && let Some(j) = guard.as_mut()
+                && let Err(e) = j.record(&event)
+            {
+                tracing::error!(topic = %self.topic, error = %e, "cannot write the journal; sending anyway");
+            }
         }
+        event
+    }
+
+    fn ack(&self, seq: u64) {
+        if let Ok(mut guard) = self.journal.lock()
+            && let Some(j) = guard.as_mut()
+            && let Err(e) = j.ack(seq)
+        {
+            tracing::warn!(topic = %self.topic, error = %e, "cannot write an ack to the journal");
+        }
+    }
+}
+
+impl RunChannel {
+    pub fn new(shared: Arc<Shared>, run_id: &str, token: String) -> RunChannel {
+        RunChannel {
+            shared,
+            topic: run_topic(run_id),
+            token,
+            channel: None,
+            numberer: Numberer {
+                next_seq: Arc::new(AtomicU64::new(1)),
+                journal: Arc::new(Mutex::new(None)),
+                topic: run_topic(run_id),
+            },
+        }
+    }
+
+    /// Journal every numbered event before sending it (see [`crate::journal`]).
+    pub fn attach_journal(&mut self, journal: RunJournal) {
+        if let Ok(mut g) = self.numberer.journal.lock() {
+            *g = Some(journal);
+        }
+    }
+
+    /// The run is delivered (or refused): its journal file goes.
+    pub fn finish_journal(&mut self) {
+        let j = self.numberer.journal.lock().ok().and_then(|mut g| g.take());
+        if let Some(j) = j {
+            j.finish();
+        }
+    }
+
+    /// A handle that numbers and journals events for [`Self::deliver`].
+    pub fn numberer(&self) -> Numberer {
+        self.numberer.clone()
+    }
+
+    /// Send `event` (numbering and journalling it if it carries a `seq`)
+    /// and return the reply, whatever its status.
+    pub async fn send(&mut self, event: RunEvent) -> Result<ReplyBody, CallError> {
+        let event = self.numberer.number(event);
+        self.deliver(event).await
+    }
+
+    /// Send an event that already carries its `seq` and is already in the
+    /// journal (replay after a restart).
+    pub async fn resend(&mut self, event: RunEvent) -> Result<ReplyBody, CallError> {
+        self.deliver(event).await
+    }
+
+    /// Send an event numbered by [`Numberer::number`]; the reply (of any
+    /// status) acknowledges it in the journal.
+    pub async fn deliver(&mut self, event: RunEvent) -> Result<ReplyBody, CallError> {
         let payload = event.payload();
         let reply = self.call(event.name(), payload).await?;
+        if let Some(seq) = event.seq() {
+            self.numberer.ack(seq);
+        }
         if !reply.is_ok() {
             tracing::warn!(
                 topic = %self.topic,

@@ -39,6 +39,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                         "capacity": shared.config.capacity,
                         "active_runs": shared.active_runs(),
                         "idle_children": shared.pool.idle_count(),
+                        "journal": {
+                            "used_bytes": shared.journal.used_bytes(),
+                            "max_bytes": shared.journal.max_bytes(),
+                            "full": shared.journal.is_full(),
+                        },
                     });
                     ("200 OK", body.to_string())
                 }

@@ -14,6 +14,7 @@ pub mod args;
 pub mod backoff;
 pub mod channel;
 pub mod health;
+pub mod journal;
 pub mod journal_dir;
 pub mod plan;
 pub mod pool;

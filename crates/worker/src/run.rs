@@ -25,11 +25,55 @@ use crate::worker::Shared;
 pub async fn execute(shared: Arc<Shared>, claimed: ClaimedRun) {
     let run_id = claimed.id.clone();
     shared.run_started(&run_id);
-    let mut ch = RunChannel::new(shared.clone(), &run_id, claimed.token);
-    match drive(&shared, &mut ch, &run_id).await {
-        Ok(()) => tracing::info!(run = %run_id, "run delivered"),
-        Err(e) => tracing::warn!(run = %run_id, error = %e, "run abandoned"),
+    let mut ch = RunChannel::new(shared.clone(), &run_id, claimed.token.clone());
+    match shared.journal.begin(&run_id, &claimed.token) {
+        Ok(j) => ch.attach_journal(j),
+        Err(e) => {
+            tracing::error!(run = %run_id, error = %e, "cannot open the run's journal; running without")
+        }
     }
+    let result = drive(&shared, &mut ch, &run_id).await;
+    settle(&mut ch, &run_id, result);
+    ch.leave();
+    shared.run_finished(&run_id);
+}
+
+/// After delivery: drop the journal unless the socket closed before the
+/// run was delivered (then the next start replays it).
+fn settle(ch: &mut RunChannel, run_id: &str, result: Result<(), CallError>) {
+    match result {
+        Ok(()) => {
+            tracing::info!(run = %run_id, "run delivered");
+            ch.finish_journal();
+        }
+        Err(CallError::Refused(e)) => {
+            tracing::warn!(run = %run_id, error = %e, "run refused by the orchestrator; dropping it");
+            ch.finish_journal();
+        }
+        Err(CallError::Closed) => {
+            tracing::warn!(run = %run_id, "run not fully delivered; it stays in the journal for the next start");
+        }
+    }
+}
+
+/// Deliver what a previous life of this worker left undelivered.
+pub async fn replay(shared: Arc<Shared>, pending: crate::journal::PendingRun) {
+    let run_id = pending.run_id.clone();
+    shared.run_started(&run_id);
+    tracing::info!(run = %run_id, events = pending.events.len(), "replaying undelivered run events");
+    let mut ch = RunChannel::new(shared.clone(), &run_id, pending.token.clone());
+    match shared.journal.resume(&pending) {
+        Ok(j) => ch.attach_journal(j),
+        Err(e) => tracing::error!(run = %run_id, error = %e, "cannot reopen the run's journal"),
+    }
+    let mut result = Ok(());
+    for event in pending.events {
+        if let Err(e) = ch.resend(event).await {
+            result = Err(e);
+            break;
+        }
+    }
+    settle(&mut ch, &run_id, result);
     ch.leave();
     shared.run_finished(&run_id);
 }
@@ -143,50 +187,61 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
         grace: shared.config.kill_grace,
         memory_limit_mb: limits.memory_limit_mb,
     };
+    // The producer numbers and journals each event as the child reports
+    // it; the sender delivers them in order, as fast as the orchestrator
+    // answers. Execution never waits for delivery, and everything produced
+    // is in the journal even if delivery stops.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let exec_shared = shared.clone();
     let exec = tokio::spawn(async move { exec_shared.pool.execute(&request, budget, tx).await });
-    // Once a send fails for good, keep draining so the child can finish.
-    let mut failure: Option<CallError> = None;
-    while let Some(event) = rx.recv().await {
-        for out in translator.on_event(event) {
+    let numberer = ch.numberer();
+    let (send_tx, mut send_rx) = mpsc::unbounded_channel();
+    let producer = async move {
+        while let Some(event) = rx.recv().await {
+            for out in translator.on_event(event) {
+                let _ = send_tx.send(numberer.number(out));
+            }
+        }
+        let outcome = exec.await.unwrap_or_else(|e| Outcome::Died {
+            reason: Reason::Crash,
+            error_type: "ExitError".into(),
+            message: format!("executor task failed: {e}"),
+        });
+        let ending = match outcome {
+            Outcome::Died {
+                reason,
+                error_type,
+                message,
+            } => translator.on_child_death(reason, &error_type, &message),
+            Outcome::Completed if !translator.is_complete() => translator.on_child_death(
+                Reason::Crash,
+                "ExitError",
+                "the runtime ended without completing the run",
+            ),
+            Outcome::Completed => Vec::new(),
+        };
+        for out in ending {
+            let _ = send_tx.send(numberer.number(out));
+        }
+    };
+    let sender = async {
+        // Once delivery fails for good, keep draining so the child finishes
+        // and every event still reaches the journal.
+        let mut failure: Option<CallError> = None;
+        while let Some(event) = send_rx.recv().await {
             if failure.is_none()
-                && let Err(e) = ch.send(out).await
+                && let Err(e) = ch.deliver(event).await
             {
                 failure = Some(e);
             }
         }
+        failure
+    };
+    let ((), failure) = tokio::join!(producer, sender);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    let outcome = exec.await.unwrap_or_else(|e| Outcome::Died {
-        reason: Reason::Crash,
-        error_type: "ExitError".into(),
-        message: format!("executor task failed: {e}"),
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    match outcome {
-        Outcome::Died {
-            reason,
-            error_type,
-            message,
-        } => {
-            for out in translator.on_child_death(reason, &error_type, &message) {
-                ch.send(out).await?;
-            }
-        }
-        Outcome::Completed if !translator.is_complete() => {
-            for out in translator.on_child_death(
-                Reason::Crash,
-                "ExitError",
-                "the runtime ended without completing the run",
-            ) {
-                ch.send(out).await?;
-            }
-        }
-        Outcome::Completed => {}
-    }
-    Ok(())
 }
 
 /// The run ends `exception` before `run:start` (as OpenFn's worker does for

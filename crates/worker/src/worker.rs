@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::backoff::{Backoff, BackoffRange};
+use crate::journal::Journal;
 use crate::plan::{DefaultLimits, adaptor_versions};
 use crate::pool::Pool;
 use crate::socket::{JoinError, RequestError, Socket};
@@ -35,15 +36,17 @@ pub struct Shared {
     pub config: Config,
     pub socket: Socket,
     pub pool: Pool,
+    pub journal: Arc<Journal>,
     active: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Shared {
-    pub fn new(config: Config, socket: Socket, pool: Pool) -> Shared {
+    pub fn new(config: Config, socket: Socket, pool: Pool, journal: Arc<Journal>) -> Shared {
         Shared {
             config,
             socket,
             pool,
+            journal,
             active: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
@@ -147,6 +150,17 @@ pub async fn claim_loop(
         backoff.reset();
         let mut state = socket.watch_state();
         loop {
+            // A full journal means deliveries are behind: claim nothing more.
+            if shared.journal.is_full() {
+                tracing::warn!(
+                    used = shared.journal.used_bytes(),
+                    "journal full; not claiming"
+                );
+                if wait(Duration::from_secs(1), &mut shutdown, &Notify::new()).await {
+                    break 'connection;
+                }
+                continue;
+            }
             // A free slot first.
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'connection },

@@ -223,10 +223,21 @@ async fn ignores_malformed_frames() {
 async fn reconnects_and_resends_after_the_connection_drops_mid_run() {
     let l = Lightning::start().await;
     let w = RunningWorker::start(&l, |_| {});
-    // Let it connect and join, then cut the connection a few frames into the run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    l.drop_after(6);
+    // Cut the connection a few frames into the run.
     l.enqueue(one_job_run("run-d", ADD_ONE));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !l
+        .events("run-d")
+        .iter()
+        .any(|e| matches!(e, RunEvent::RunStart(_)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    l.drop_after(2);
     l.wait_complete("run-d", Duration::from_secs(30)).await;
     assert!(l.connections() >= 2, "the worker reconnected");
     assert_add_one_run(&l, "run-d");
@@ -340,4 +351,74 @@ async fn failure_routes_along_edges_and_chains_dataclips() {
     );
     assert_eq!(done.final_dataclip_id, completes[1].output_dataclip_id);
     w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_events_are_replayed_from_the_journal_after_a_restart() {
+    let l = Lightning::start().await;
+    let dir = std::env::temp_dir().join(format!("gabbro-worker-journal-{}", uuid::Uuid::new_v4()));
+    let journal_dir = dir.clone();
+    let tweak = move |a: &mut WorkerArgs| {
+        a.journal_dir = Some(journal_dir.clone());
+        a.max_run_duration = Some(1);
+        a.kill_grace = Some(1);
+    };
+    let first = RunningWorker::start(&l, tweak.clone());
+    // A job slow enough that the server can go quiet in the middle of it.
+    l.enqueue(with_options(
+        one_job_run(
+            "run-j",
+            "fn(state => new Promise(resolve => setTimeout(() => { console.log('done waiting'); \
+             resolve({ ...state, data: { y: 2 } }); }, 300)));",
+        ),
+        json!({"run_timeout_ms": 10000}),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while step_starts(&l.events("run-j")).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    l.set_mode(Mode::Silent);
+    // Stop the worker while the orchestrator is silent: it exits 0 with the
+    // rest of the run still owed, kept in its journal.
+    first.stop.send(true).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(30), first.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(l.completed("run-j").is_none());
+    let files: Vec<_> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1, "the run's journal is kept");
+
+    // A new worker on the same journal delivers the rest.
+    l.set_mode(Mode::Normal);
+    let second = RunningWorker::start(&l, tweak);
+    let done = l.wait_complete("run-j", Duration::from_secs(30)).await;
+    assert_eq!(done.reason, Reason::Success);
+    let events = l.events("run-j");
+    assert_eq!(step_starts(&events).len(), 1, "{events:#?}");
+    assert_eq!(step_completes(&events).len(), 1, "{events:#?}");
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e.seq()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "nothing missing"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(dir.join("runs")).unwrap().count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal was not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.stop().await;
 }

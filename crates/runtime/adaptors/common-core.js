@@ -917,6 +917,18 @@ const lodashFns = {
     return Math.round(n * f) / f;
   },
   clamp: (n, lo, hi) => Math.min(Math.max(n, lo), hi),
+  add: (a, b) => a + b,
+  subtract: (a, b) => a - b,
+  multiply: (a, b) => a * b,
+  divide: (a, b) => a / b,
+  ceil: (n, precision = 0) => {
+    const f = Math.pow(10, precision);
+    return Math.ceil(n * f) / f;
+  },
+  floor: (n, precision = 0) => {
+    const f = Math.pow(10, precision);
+    return Math.floor(n * f) / f;
+  },
   random: (lo = 0, hi = 1) => lo + Math.floor(Math.random() * (hi - lo + 1)),
   // strings
   camelCase: s => words(s).map((w, i) => (i === 0 ? w.toLowerCase() : capitalize(w))).join(''),
@@ -993,6 +1005,171 @@ const lodashFns = {
   })(),
   castArray: (...args) => (args.length === 0 ? [] : Array.isArray(args[0]) ? args[0] : [args[0]]),
   defaultTo: (v, d) => (v === null || v === undefined || v !== v ? d : v), // eslint-disable-line no-self-compare
+  // more collections and arrays
+  flatMap: (c, f) => flattenDepth(lodashFns.map(c, f), 1),
+  flatMapDeep: (c, f) => flattenDepth(lodashFns.map(c, f), Infinity),
+  findLast: (c, f) => {
+    const g = iteratee(f);
+    const vals = collectionValues(c);
+    for (let i = vals.length - 1; i >= 0; i--) if (g(vals[i], i, c)) return vals[i];
+    return undefined;
+  },
+  findLastIndex: (arr, f) => {
+    const g = iteratee(f);
+    for (let i = (arr || []).length - 1; i >= 0; i--) if (g(arr[i], i, arr)) return i;
+    return -1;
+  },
+  dropRight: (arr, n = 1) => (arr || []).slice(0, Math.max((arr || []).length - n, 0)),
+  takeRight: (arr, n = 1) => (n <= 0 ? [] : (arr || []).slice(-n)),
+  lastIndexOf: (arr, v) => (arr || []).lastIndexOf(v),
+  xor: (...arrays) => {
+    const counts = new Map();
+    for (const a of arrays) for (const v of new Set(a || [])) counts.set(v, (counts.get(v) || 0) + 1);
+    return [...counts.keys()].filter(v => counts.get(v) === 1);
+  },
+  unionBy: (...args) => {
+    const f = iteratee(Array.isArray(args[args.length - 1]) ? undefined : args.pop());
+    return lodashFns.uniqBy(flattenDepth(args, 1), f);
+  },
+  intersectionBy: (...args) => {
+    const f = iteratee(Array.isArray(args[args.length - 1]) ? undefined : args.pop());
+    const [first = [], ...rest] = args;
+    const restKeys = rest.map(a => (a || []).map(f));
+    return lodashFns.uniqBy(first.filter(v => restKeys.every(keys => keys.includes(f(v)))), f);
+  },
+  sortedUniq: arr => (arr || []).filter((v, i, a) => i === 0 || v !== a[i - 1]),
+  fill: (arr, value, start = 0, end = arr ? arr.length : 0) => (arr ? arr.fill(value, start, end) : []),
+  pull: (arr, ...vals) => lodashFns.pullAll(arr, vals),
+  pullAll: (arr, vals) => {
+    if (!arr) return arr;
+    for (let i = arr.length - 1; i >= 0; i--) if ((vals || []).includes(arr[i])) arr.splice(i, 1);
+    return arr;
+  },
+  remove: (arr, f) => {
+    const g = iteratee(f);
+    const removed = [];
+    if (!arr) return removed;
+    for (let i = 0; i < arr.length; ) {
+      if (g(arr[i], i, arr)) removed.push(arr.splice(i, 1)[0]);
+      else i++;
+    }
+    return removed;
+  },
+  sample: c => {
+    const vals = collectionValues(c);
+    return vals[Math.floor(Math.random() * vals.length)];
+  },
+  shuffle: c => {
+    const vals = collectionValues(c);
+    for (let i = vals.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [vals[i], vals[j]] = [vals[j], vals[i]];
+    }
+    return vals;
+  },
+  toArray: v => (v === null || v === undefined ? [] : typeof v === 'string' ? Array.from(v) : isObjectLike(v) ? collectionValues(v) : []),
+  // more objects
+  at: (o, ...paths) => flattenDepth(paths, Infinity).map(p => getPath(o, p)),
+  unset: (o, path) => {
+    const parts = toPath(path);
+    const parent = parts.length > 1 ? getPath(o, parts.slice(0, -1)) : o;
+    if (isObjectLike(parent)) delete parent[parts[parts.length - 1]];
+    return true;
+  },
+  update: (o, path, f) => setPath(o, path, f(getPath(o, path))),
+  assignIn: (t, ...s) => {
+    for (const src of s) for (const k in src) t[k] = src[k]; // eslint-disable-line guard-for-in
+    return t;
+  },
+  extend: (t, ...s) => lodashFns.assignIn(t, ...s),
+  forOwn: (o, f) => {
+    for (const k of Object.keys(o || {})) if (f(o[k], k, o) === false) break;
+    return o;
+  },
+  transform: (o, f, acc) => {
+    let result = acc;
+    if (result === undefined) result = Array.isArray(o) ? [] : {};
+    eachEntry(o, (v, k) => f(result, v, k, o));
+    return result;
+  },
+  mergeWith: (target, ...rest) => {
+    const customizer = typeof rest[rest.length - 1] === 'function' ? rest.pop() : null;
+    const walk = (t, src) => {
+      for (const k of Object.keys(src || {})) {
+        const custom = customizer ? customizer(t[k], src[k], k, t, src) : undefined;
+        if (custom !== undefined) t[k] = custom;
+        else if (isObjectLike(src[k]) && !(src[k] instanceof Date)) {
+          if (!isObjectLike(t[k])) t[k] = Array.isArray(src[k]) ? [] : {};
+          walk(t[k], src[k]);
+        } else if (src[k] !== undefined || !hasOwn(t, k)) t[k] = src[k];
+      }
+    };
+    for (const src of rest) walk(target, src);
+    return target;
+  },
+  isArrayLike: v => v !== null && v !== undefined && typeof v !== 'function' && Number.isInteger(v.length) && v.length >= 0,
+  isSafeInteger: v => Number.isSafeInteger(v),
+  inRange: (n, start, end) => {
+    if (end === undefined) { end = start; start = 0; }
+    return n >= Math.min(start, end) && n < Math.max(start, end);
+  },
+  // functions
+  flow: (...fns) => {
+    const list = flattenDepth(fns, 1);
+    return function flowed(...args) {
+      let result = list.length ? list[0].apply(this, args) : args[0];
+      for (let i = 1; i < list.length; i++) result = list[i].call(this, result);
+      return result;
+    };
+  },
+  flowRight: (...fns) => lodashFns.flow(...flattenDepth(fns, 1).reverse()),
+  once: f => {
+    let done = false;
+    let result;
+    return function onced(...args) {
+      if (!done) { done = true; result = f.apply(this, args); }
+      return result;
+    };
+  },
+  memoize: (f, resolver) => {
+    const cache = new Map();
+    const memoized = function memoized(...args) {
+      const key = resolver ? resolver.apply(this, args) : args[0];
+      if (cache.has(key)) return cache.get(key);
+      const v = f.apply(this, args);
+      cache.set(key, v);
+      return v;
+    };
+    memoized.cache = cache;
+    return memoized;
+  },
+  // more strings
+  escape: s => String(s ?? '').replace(/[&<>"']/g, ch => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]),
+  unescape: s => String(s ?? '').replace(/&(?:amp|lt|gt|quot|#39);/g, e => ({ '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#39;': "'" })[e]),
+  truncate: (s, opts = {}) => {
+    const str = String(s ?? '');
+    const length = opts.length ?? 30;
+    const omission = opts.omission ?? '...';
+    if (str.length <= length) return str;
+    let end = length - omission.length;
+    if (end < 1) return omission;
+    let result = str.slice(0, end);
+    if (opts.separator !== undefined) {
+      const sep = opts.separator;
+      if (typeof sep === 'string') {
+        const idx = result.lastIndexOf(sep);
+        if (idx > -1) result = result.slice(0, idx);
+      } else if (sep instanceof RegExp) {
+        const re = new RegExp(sep.source, sep.flags.includes('g') ? sep.flags : `${sep.flags}g`);
+        let last = -1;
+        let m;
+        while ((m = re.exec(result)) !== null) { last = m.index; if (m[0] === '') re.lastIndex++; }
+        if (last > -1) result = result.slice(0, last);
+      }
+    }
+    return result + omission;
+  },
+  parseInt: (s, radix) => parseInt(String(s).trim(), radix || 0),
 };
 
 function lodashTrim(str, chars, start, end) {

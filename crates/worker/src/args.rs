@@ -94,6 +94,13 @@ pub struct WorkerArgs {
     /// Seconds past a run's timeout before its child is killed [default: 10].
     #[arg(long = "kill-grace", env = "GABBRO_KILL_GRACE", hide = true)]
     pub kill_grace: Option<u64>,
+    /// Seconds between heartbeats [default: 30].
+    #[arg(
+        long = "heartbeat-seconds",
+        env = "GABBRO_HEARTBEAT_SECONDS",
+        hide = true
+    )]
+    pub heartbeat_seconds: Option<u64>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -120,6 +127,7 @@ pub struct Settings {
     pub journal_max_bytes: u64,
     pub child: ChildCommand,
     pub public_key: Option<String>,
+    pub heartbeat: Duration,
     pub config_without_id: Config,
 }
 
@@ -187,6 +195,7 @@ impl WorkerArgs {
                 .saturating_mul(1024 * 1024),
             child: ChildCommand { program, args },
             public_key,
+            heartbeat: Duration::from_secs(self.heartbeat_seconds.unwrap_or(30).max(1)),
             config_without_id: Config {
                 worker_id: String::new(),
                 worker_name,
@@ -257,15 +266,18 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
     let journal = crate::journal_dir::JournalDir::open(&settings.journal_dir)?;
     let mut config = settings.config_without_id.clone();
     config.worker_id = journal.worker_id().to_string();
-    if let Some(key) = &settings.public_key {
-        // Checked once here so a bad key is a start-up error, not a surprise later.
-        gabbro_protocol::RunVerifier::from_env_value(key)
-            .context("--lightning-public-key is not a usable RSA public key")?;
-    }
+    let verifier = match &settings.public_key {
+        // Checked here so a bad key is a start-up error, not a surprise later.
+        Some(key) => Some(
+            gabbro_protocol::RunVerifier::from_env_value(key)
+                .context("--lightning-public-key is not a usable RSA public key")?,
+        ),
+        None => None,
+    };
     let token = gabbro_protocol::WorkerToken::sign(&settings.secret, &config.worker_id)?;
     let socket = Socket::start(SocketConfig {
         url: socket_url(&settings.lightning, &token),
-        heartbeat: Duration::from_secs(30),
+        heartbeat: settings.heartbeat,
         backoff: config.backoff,
         connect_timeout: Duration::from_secs(10),
     });
@@ -282,7 +294,9 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
             )
         })?;
     journal.start_syncer();
-    let shared = Arc::new(Shared::new(config, socket.clone(), pool, journal.clone()));
+    let mut shared = Shared::new(config, socket.clone(), pool, journal.clone());
+    shared.verifier = verifier;
+    let shared = Arc::new(shared);
     tracing::info!(
         worker_id = %shared.config.worker_id,
         lightning = %settings.lightning,

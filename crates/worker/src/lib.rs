@@ -24,3 +24,58 @@ pub mod translate;
 pub mod worker;
 
 pub use args::{WorkerArgs, run, run_until};
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::WorkerArgs,
+    }
+
+    #[test]
+    fn flags_are_consistent_and_accept_openfns_short_forms() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "gabbro",
+            "-l",
+            "ws://x/worker",
+            "-s",
+            "abc",
+            "--capacity",
+            "3",
+            "--backoff",
+            "2/20",
+            "-t",
+            "60",
+            "--run-memory",
+            "256",
+            "--payload-memory",
+            "5",
+            "-p",
+            "0",
+        ])
+        .unwrap();
+        let s = cli.args.resolve().unwrap();
+        assert_eq!(s.lightning, "ws://x/worker");
+        assert_eq!(s.config_without_id.capacity, 3);
+        assert_eq!(s.config_without_id.limits.run_timeout_ms, 60_000);
+        assert_eq!(s.config_without_id.limits.run_memory_mb, 256);
+        assert_eq!(s.port, 0);
+    }
+
+    #[test]
+    fn socket_url_appends_websocket_and_phoenix_params_once() {
+        let u = crate::args::socket_url("ws://h:4000/worker", "T");
+        assert!(
+            u.starts_with("ws://h:4000/worker/websocket?token=T&api_version=1.2&worker_version=")
+        );
+        assert!(u.ends_with("&vsn=2.0.0"));
+        assert!(
+            crate::args::socket_url("ws://h/worker/websocket/", "T")
+                .starts_with("ws://h/worker/websocket?")
+        );
+    }
+}

@@ -47,6 +47,8 @@ pub struct Translator {
     outputs: HashMap<String, String>,
     active: Option<String>,
     completed: bool,
+    /// `options.job_log_level: "none"`: the job's own console is not sent.
+    drop_job_logs: bool,
 }
 
 impl Translator {
@@ -76,6 +78,11 @@ impl Translator {
             outputs: HashMap::new(),
             active: None,
             completed: false,
+            drop_job_logs: plan
+                .options
+                .as_ref()
+                .and_then(|o| o.job_log_level.as_deref())
+                == Some("none"),
         }
     }
 
@@ -108,6 +115,7 @@ impl Translator {
                 key,
                 timestamp_us,
             } => self.step_start(step_id, key, timestamp_us),
+            Event::Log(line) if self.drop_job_logs && line.source == "JOB" => Vec::new(),
             Event::Log(line) => vec![self.log(line)],
             Event::StepComplete {
                 step_id: _,

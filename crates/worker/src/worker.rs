@@ -37,6 +37,8 @@ pub struct Shared {
     pub socket: Socket,
     pub pool: Pool,
     pub journal: Arc<Journal>,
+    /// Checks run tokens when `--lightning-public-key` is given.
+    pub verifier: Option<gabbro_protocol::RunVerifier>,
     active: std::sync::Mutex<BTreeSet<String>>,
 }
 
@@ -47,6 +49,7 @@ impl Shared {
             socket,
             pool,
             journal,
+            verifier: None,
             active: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
@@ -191,6 +194,12 @@ pub async fn claim_loop(
                     Ok(r) => {
                         let n = r.runs.len();
                         for run in r.runs {
+                            if let Some(v) = &shared.verifier
+                                && let Err(e) = v.verify(&run.token, Some(&run.id))
+                            {
+                                tracing::error!(run = %run.id, error = %e, "run token failed verification; not running it");
+                                continue;
+                            }
                             match permits.pop() {
                                 Some(permit) => {
                                     let s = shared.clone();

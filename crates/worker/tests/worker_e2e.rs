@@ -246,6 +246,27 @@ async fn reconnects_and_resends_after_the_connection_drops_mid_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_when_heartbeats_go_unanswered_and_keeps_working() {
+    let l = Lightning::start().await;
+    l.set_mode(Mode::NoHeartbeat);
+    let w = RunningWorker::start(&l, |a| a.heartbeat_seconds = Some(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while l.connections() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnect after missed heartbeats"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    l.set_mode(Mode::Normal);
+    l.enqueue(one_job_run("run-hb", ADD_ONE));
+    l.wait_complete("run-hb", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-hb");
+    w.assert_alive();
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_start_without_a_secret() {
     let args = WorkerArgs {
         lightning: Some("ws://127.0.0.1:9/worker".into()),
@@ -421,4 +442,38 @@ async fn undelivered_events_are_replayed_from_the_journal_after_a_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_key_only_runs_with_valid_tokens_execute() {
+    use gabbro_protocol::RunSigner;
+    let right = RunSigner::from_private_pem(include_str!(
+        "../../protocol/tests/fixtures/run-token-test-key.pem"
+    ))
+    .unwrap()
+    .public_key_pem()
+    .to_string();
+    let wrong = RunSigner::generate(1024)
+        .unwrap()
+        .public_key_pem()
+        .to_string();
+
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |a| a.lightning_public_key = Some(wrong));
+    l.enqueue(one_job_run("run-bad-token", ADD_ONE));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        l.events("run-bad-token").is_empty(),
+        "a run with an unverifiable token ran"
+    );
+    w.assert_alive();
+    w.stop().await;
+
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |a| a.lightning_public_key = Some(right));
+    l.enqueue(one_job_run("run-good-token", ADD_ONE));
+    l.wait_complete("run-good-token", Duration::from_secs(30))
+        .await;
+    assert_add_one_run(&l, "run-good-token");
+    w.stop().await;
 }

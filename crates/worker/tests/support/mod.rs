@@ -37,6 +37,8 @@ pub enum Mode {
     Errors,
     /// Sends malformed frames before every reply.
     Malformed,
+    /// Answers everything but heartbeats (as kit's mock).
+    NoHeartbeat,
 }
 
 #[derive(Clone, Debug)]
@@ -300,6 +302,7 @@ impl Lightning {
         };
         let errors = self.mode() == Mode::Errors;
         match msg {
+            WorkerMessage::Heartbeat if self.mode() == Mode::NoHeartbeat => vec![],
             WorkerMessage::Heartbeat => vec![Self::reply(frame, ReplyStatus::Ok, json!({}))],
             WorkerMessage::Leave { .. } => vec![Self::reply(frame, ReplyStatus::Ok, json!({}))],
             WorkerMessage::QueueJoin(_) => {

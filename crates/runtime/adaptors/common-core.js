@@ -1963,6 +1963,23 @@ function nativeTls(tls) {
 
 const REDIRECT_STATUSES = [300, 301, 302, 303, 304, 305, 307, 308];
 
+// Failures of the native client. Socket-level errors (refused, reset, DNS)
+// come from Node's core in OpenFn, outside any adaptor frame, so the runtime
+// reports them as JobError: they are rethrown untouched (thrown from native
+// code, they carry no adaptor frame either). undici's own errors (timeouts)
+// are AdaptorErrors there, so they are re-created here, inside adaptor code,
+// with the own properties undici sets (name, code, message).
+const SOCKET_ERROR_CODES = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND'];
+
+function networkError(e) {
+  if (!e || SOCKET_ERROR_CODES.includes(e.code)) return e;
+  const err = new Error(e.message !== undefined ? e.message : String(e));
+  if (e.name && e.name !== 'Error') err.name = e.name;
+  if (e.code) err.code = e.code;
+  if (/^UND_ERR_/.test(e.code || '')) err.message = e.message;
+  return err;
+}
+
 // One exchange, following up to `maxRedirections` redirects like undici's
 // redirect interceptor (without a limit, 3xx responses are returned).
 async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedirections, responseType, tls) {
@@ -1973,16 +1990,21 @@ async function sendWithRedirects(method, url, headers, encoded, timeout, maxRedi
   let pairs = headers;
   let remaining = maxRedirections || 0;
   for (;;) {
-    const res = await httpRequest({
-      method: currentMethod,
-      url: currentUrl,
-      headers: pairs,
-      body: currentBody.body,
-      bodyBase64: currentBody.bodyBase64,
-      timeout,
-      responseType,
-      tls,
-    });
+    let res;
+    try {
+      res = await httpRequest({
+        method: currentMethod,
+        url: currentUrl,
+        headers: pairs,
+        body: currentBody.body,
+        bodyBase64: currentBody.bodyBase64,
+        timeout,
+        responseType,
+        tls,
+      });
+    } catch (e) {
+      throw networkError(e);
+    }
     const location = res.headers.location;
     if (remaining > 0 && [300, 301, 302, 303, 307, 308].includes(res.status) && location) {
       remaining--;

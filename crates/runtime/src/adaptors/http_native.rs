@@ -18,7 +18,7 @@
 //!
 //! Redirects are not followed here (the JS follows them, as undici's
 //! `maxRedirections` does), so the JS sees every 3xx. Failures reject with an
-//! `Error` carrying a `code`: `ECONNREFUSED`, `ECONNRESET`,
+//! `Error` carrying a `code`: `ECONNREFUSED`, `ECONNRESET`, `ENOTFOUND`,
 //! `UND_ERR_HEADERS_TIMEOUT` / `UND_ERR_BODY_TIMEOUT` (the timeout elapsed
 //! before / after the response head; named and worded as undici's errors),
 //! `ERESPONSETOOLARGE` (body over the size limit), `EINVALIDURL`,
@@ -434,6 +434,22 @@ fn classify(err: &reqwest::Error, url: &str) -> NativeError {
             }
         }
         source = e.source();
+    }
+    // hyper-util reports resolver failures as "dns error"; Node says
+    // `getaddrinfo ENOTFOUND <host>`.
+    let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = chain {
+        if e.to_string().starts_with("dns error") {
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            return NativeError {
+                code: "ENOTFOUND",
+                message: format!("getaddrinfo ENOTFOUND {host}"),
+            };
+        }
+        chain = e.source();
     }
     if err.is_timeout() {
         return NativeError {

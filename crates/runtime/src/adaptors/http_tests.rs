@@ -382,3 +382,16 @@ async fn native_body_timeout_is_named_as_undici() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn native_reports_unknown_hosts_as_node_does() {
+    let err = js_err(
+        COMMON,
+        "return await H.httpRequest({ method: 'GET', url: 'http://no-such-host.invalid/' });",
+    )
+    .await;
+    assert!(
+        err.contains("getaddrinfo ENOTFOUND no-such-host.invalid") && err.contains("[ENOTFOUND]"),
+        "{err}"
+    );
+}

@@ -39,6 +39,8 @@ mod url_native;
 #[cfg(test)]
 mod http_tests;
 #[cfg(test)]
+mod job_error_tests;
+#[cfg(test)]
 mod js_tests;
 
 pub use http_native::HostConfig;

@@ -87,8 +87,7 @@ fn like_pattern(text: &str) -> String {
 }
 
 /// One page of a project's work orders, newest first, and whether more
-/// follow. Keyset pagination on (inserted_at, id), which the
-/// `work_orders_inserted` / `work_orders_workflow_inserted` indexes serve.
+/// follow. Keyset pagination on (inserted_at DESC, id ASC).
 pub async fn history(
     pool: &AnyPool,
     project_id: &str,
@@ -117,9 +116,12 @@ pub async fn history(
         next(&mut sql, " AND wo.inserted_at < $?");
     }
     if f.before.is_some() {
+        // The first term lets the index seek to the cursor; the OR alone
+        // would make it scan from the newest work order.
+        next(&mut sql, " AND wo.inserted_at <= $?");
         next(&mut sql, " AND (wo.inserted_at < $?");
         next(&mut sql, " OR (wo.inserted_at = $?");
-        next(&mut sql, " AND wo.id < $?))");
+        next(&mut sql, " AND wo.id > $?))");
     }
     if f.text.is_some() {
         next(
@@ -128,7 +130,7 @@ pub async fn history(
         );
     }
     sql.push_str(&format!(
-        " ORDER BY wo.inserted_at DESC, wo.id DESC LIMIT {}",
+        " ORDER BY wo.inserted_at DESC, wo.id LIMIT {}",
         HISTORY_PAGE + 1
     ));
     let mut q = sqlx::query(AssertSqlSafe(sql)).bind(project_id);
@@ -145,7 +147,7 @@ pub async fn history(
         q = q.bind(t);
     }
     if let Some((t, id)) = &f.before {
-        q = q.bind(*t).bind(*t).bind(id.clone());
+        q = q.bind(*t).bind(*t).bind(*t).bind(id.clone());
     }
     if let Some(text) = &f.text {
         q = q.bind(like_pattern(text));
@@ -621,12 +623,24 @@ pub struct QueueStats {
 /// time index, so it stays fast with millions of finished runs.
 pub async fn queue_stats(pool: &AnyPool) -> UiResult<QueueStats> {
     let mut s = QueueStats::default();
-    for st in ["available", "claimed", "started"] {
-        // One query per state keeps each on its partial index.
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = $1")
-            .bind(st)
-            .fetch_one(pool)
-            .await?;
+    // Literal states, so both databases use the partial indexes
+    // (runs_available, runs_active) instead of scanning every run.
+    let available: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'available'")
+        .fetch_one(pool)
+        .await?;
+    s.by_state.push(("available".to_string(), available));
+    let active = sqlx::query(
+        "SELECT state, COUNT(*) AS n FROM runs WHERE state IN ('claimed', 'started') GROUP BY state",
+    )
+    .fetch_all(pool)
+    .await?;
+    for st in ["claimed", "started"] {
+        let mut n = 0;
+        for r in &active {
+            if r.try_get::<String, _>("state")? == st {
+                n = r.try_get("n")?;
+            }
+        }
         s.by_state.push((st.to_string(), n));
     }
     let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM runs WHERE finished_at >= $1 GROUP BY state ORDER BY state")

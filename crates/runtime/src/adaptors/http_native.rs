@@ -12,7 +12,7 @@
 //!         tls?: { ca?: string | string[] /* PEM; replaces the default roots */,
 //!                 rejectUnauthorized?: boolean, cert?: string, key?: string } }
 //! res = { status: 200, statusText: "OK", url: "…",
-//!         headers: { "content-type": "…", "set-cookie": ["…", "…"] },
+//!         headers: { "content-type": "…", "set-cookie": ["…", "…"] }, // repeated → array
 //!         body: string /* UTF-8 text (lossy) or base64 */ }
 //! ```
 //!
@@ -495,26 +495,17 @@ fn response_to_js<'js>(ctx: &Ctx<'js>, res: NativeResponse) -> rquickjs::Result<
     obj.set("url", res.url)?;
     let headers = Object::new(ctx.clone())?;
     for (name, value) in res.headers {
-        // Repeated headers: set-cookie becomes an array (as Node gives it),
-        // others are joined with ", " (RFC 9110 list syntax).
-        match headers.get::<_, Value>(name.as_str())? {
-            v if v.is_undefined() => {
-                if name == "set-cookie" {
-                    let arr = Array::new(ctx.clone())?;
-                    arr.set(0, value)?;
-                    headers.set(name, arr)?;
-                } else {
-                    headers.set(name, value)?;
-                }
-            }
-            v => {
-                if let Some(arr) = v.as_array() {
-                    arr.set(arr.len(), value)?;
-                } else {
-                    let prev: String = v.get()?;
-                    headers.set(name, format!("{prev}, {value}"))?;
-                }
-            }
+        // As undici: one occurrence gives a string, repeated ones an array.
+        let prev: Value = headers.get(name.as_str())?;
+        if prev.is_undefined() {
+            headers.set(name, value)?;
+        } else if let Some(arr) = prev.as_array() {
+            arr.set(arr.len(), value)?;
+        } else {
+            let arr = Array::new(ctx.clone())?;
+            arr.set(0, prev)?;
+            arr.set(1, value)?;
+            headers.set(name, arr)?;
         }
     }
     obj.set("headers", headers)?;

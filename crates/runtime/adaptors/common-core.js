@@ -2058,7 +2058,8 @@ function readResponseBody(res, parseAs) {
       parseAs,
       contentType,
       bodyLength: contentLength,
-      error: error.message,
+      // QuickJS appends " (line L column C)" to what V8 reports
+      error: String(error.message).replace(/ \(line \d+ column \d+\)$/, ''),
     });
   }
 }

@@ -344,3 +344,20 @@ async fn adaptor_probe() {
     )
     .expect("write");
 }
+
+#[tokio::test]
+#[ignore]
+async fn module_load_cost() {
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        eval_with("@openfn/language-common", "return 1;")
+            .await
+            .expect("ok");
+        eprintln!("common: runtime + parse + evaluate: {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        eval_with("@openfn/language-http", "return 1;")
+            .await
+            .expect("ok");
+        eprintln!("http: runtime + parse + evaluate: {:?}", t.elapsed());
+    }
+}

@@ -137,11 +137,24 @@ impl std::error::Error for UnknownAdaptor {}
 /// Resolve an adaptor spec such as `@openfn/language-http@7`,
 /// `@openfn/language-common@latest` or a bare package name. Any version
 /// (or none) resolves to the built-in adaptor of that package.
+///
+/// Also accepted, as the OpenFn CLI accepts them: the short forms `http` /
+/// `language-http` (→ `@openfn/language-http`), and a local-path override
+/// suffix `=<path>` (ignored: the built-in adaptor is used).
 pub fn resolve(spec: &str) -> Result<&'static Adaptor, UnknownAdaptor> {
-    let name = package_name(spec.trim());
+    let trimmed = spec.trim();
+    let without_path = trimmed.split_once('=').map_or(trimmed, |(s, _)| s);
+    let name = package_name(without_path);
+    let wanted = if name.starts_with('@') {
+        name.to_string()
+    } else if name.starts_with("language-") {
+        format!("@openfn/{name}")
+    } else {
+        format!("@openfn/language-{name}")
+    };
     ADAPTORS
         .iter()
-        .find(|a| a.name == name)
+        .find(|a| a.name == wanted)
         .ok_or_else(|| UnknownAdaptor {
             spec: spec.to_string(),
         })
@@ -173,6 +186,14 @@ mod tests {
             assert_eq!(a.name, "@openfn/language-http");
             assert_eq!(a.version, "7.2.10");
         }
+        for spec in [
+            "http",
+            "http@7",
+            "language-http@latest",
+            "@openfn/language-http@7=/tmp/x",
+        ] {
+            assert_eq!(resolve(spec).expect(spec).name, "@openfn/language-http");
+        }
         let a = resolve("@openfn/language-common@3.3.4").unwrap();
         assert_eq!(a.name, "@openfn/language-common");
         assert_eq!(
@@ -190,6 +211,8 @@ mod tests {
         assert!(text.contains("@openfn/language-http"), "{text}");
         // A prefix of a known name is not that adaptor.
         assert!(resolve("@openfn/language").is_err());
+        assert!(resolve("@other/language-http").is_err());
+        assert!(resolve("dhis2").is_err());
         assert!(resolve("").is_err());
     }
 

@@ -6,6 +6,7 @@
 //! it once). Only a refused join (the run is not ours, or no longer) ends
 //! the conversation.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,11 +16,13 @@ use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
 use crate::journal::RunJournal;
-use crate::socket::{Channel, JoinError, ReplyBody, RequestError};
+use crate::socket::{Channel, JoinError, PendingReply, ReplyBody, RequestError};
 use crate::worker::Shared;
 
 /// How many refused joins in a row make us give the run up.
 const MAX_REFUSALS: u32 = 3;
+/// Run events in flight at once on one run channel.
+pub const PIPELINE_WINDOW: usize = 32;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
@@ -147,47 +150,53 @@ impl RunChannel {
         Ok(reply)
     }
 
+    /// The joined channel, joining (again) when there is none on the live
+    /// connection. Fails only when the run is refused or the socket closed.
+    async fn joined(&mut self, backoff: &mut Backoff) -> Result<Channel, CallError> {
+        let socket = self.shared.socket.clone();
+        let timeout = self.shared.config.message_timeout;
+        let mut refusals = 0;
+        loop {
+            if let Some(c) = &self.channel
+                && socket.is_current(c)
+            {
+                return Ok(c.clone());
+            }
+            self.channel = None;
+            match socket
+                .join(&self.topic, json!({ "token": self.token }), timeout)
+                .await
+            {
+                Ok(c) => {
+                    self.channel = Some(c.clone());
+                    return Ok(c);
+                }
+                Err(JoinError::Refused(r)) => {
+                    refusals += 1;
+                    let why = describe_error(&r);
+                    if refusals >= MAX_REFUSALS {
+                        return Err(CallError::Refused(why));
+                    }
+                    tracing::warn!(topic = %self.topic, error = %why, "run channel join refused; retrying");
+                    sleep(backoff.next_delay()).await;
+                }
+                Err(JoinError::Request(RequestError::Shutdown)) => return Err(CallError::Closed),
+                Err(JoinError::Request(e)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "run channel join failed; retrying");
+                    if !matches!(e, RequestError::Disconnected) {
+                        sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        }
+    }
+
     async fn call(&mut self, event: &str, payload: Value) -> Result<ReplyBody, CallError> {
         let socket = self.shared.socket.clone();
         let timeout = self.shared.config.message_timeout;
         let mut backoff = Backoff::new(self.shared.config.backoff);
-        let mut refusals = 0;
         loop {
-            let channel = match &self.channel {
-                Some(c) if socket.is_current(c) => c.clone(),
-                _ => {
-                    self.channel = None;
-                    match socket
-                        .join(&self.topic, json!({ "token": self.token }), timeout)
-                        .await
-                    {
-                        Ok(c) => {
-                            self.channel = Some(c.clone());
-                            c
-                        }
-                        Err(JoinError::Refused(r)) => {
-                            refusals += 1;
-                            let why = describe_error(&r);
-                            if refusals >= MAX_REFUSALS {
-                                return Err(CallError::Refused(why));
-                            }
-                            tracing::warn!(topic = %self.topic, error = %why, "run channel join refused; retrying");
-                            sleep(backoff.next_delay()).await;
-                            continue;
-                        }
-                        Err(JoinError::Request(RequestError::Shutdown)) => {
-                            return Err(CallError::Closed);
-                        }
-                        Err(JoinError::Request(e)) => {
-                            tracing::warn!(topic = %self.topic, error = %e, "run channel join failed; retrying");
-                            if !matches!(e, RequestError::Disconnected) {
-                                sleep(backoff.next_delay()).await;
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
+            let channel = self.joined(&mut backoff).await?;
             match socket
                 .request(&channel, event, payload.clone(), timeout)
                 .await
@@ -201,6 +210,110 @@ impl RunChannel {
                     sleep(backoff.next_delay()).await;
                 }
                 Err(RequestError::Shutdown) => return Err(CallError::Closed),
+            }
+        }
+    }
+
+    /// Deliver numbered events from `events` in order, with up to
+    /// [`PIPELINE_WINDOW`] of them in flight (the orchestrator applies a
+    /// channel's messages in order, so replies need not be awaited one by
+    /// one). When the connection drops or a reply is late, every event not
+    /// yet answered is sent again, in order, after rejoining. Returns when
+    /// `events` is closed and everything is answered, or on refusal/close.
+    pub async fn deliver_stream(
+        &mut self,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+    ) -> Result<(), CallError> {
+        let socket = self.shared.socket.clone();
+        let timeout = self.shared.config.message_timeout;
+        let mut backoff = Backoff::new(self.shared.config.backoff);
+        // Sent, reply not read yet.
+        let mut inflight: VecDeque<(RunEvent, PendingReply)> = VecDeque::new();
+        // To (re)send before taking new events.
+        let mut resend: VecDeque<RunEvent> = VecDeque::new();
+        let mut closed = false;
+        loop {
+            // Fill the window.
+            while inflight.len() < PIPELINE_WINDOW {
+                let next = if let Some(e) = resend.pop_front() {
+                    e
+                } else if closed {
+                    break;
+                } else if inflight.is_empty() {
+                    match events.recv().await {
+                        Some(e) => e,
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                } else {
+                    match events.try_recv() {
+                        Ok(e) => e,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                };
+                let channel = match self.joined(&mut backoff).await {
+                    Ok(c) => c,
+                    Err(e) => return Err(e),
+                };
+                match socket
+                    .start_request(&channel, next.name(), next.payload())
+                    .await
+                {
+                    Ok(p) => inflight.push_back((next, p)),
+                    Err(RequestError::Shutdown) => return Err(CallError::Closed),
+                    Err(_) => {
+                        // Gone before it left: resend it (and all after it) later.
+                        self.channel = None;
+                        resend.push_front(next);
+                        break;
+                    }
+                }
+            }
+            let Some((event, pending)) = inflight.pop_front() else {
+                if closed && resend.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            };
+            match pending.wait(timeout).await {
+                Ok(reply) => {
+                    backoff.reset();
+                    if let Some(seq) = event.seq() {
+                        self.numberer.ack(seq);
+                    }
+                    if !reply.is_ok() {
+                        tracing::warn!(
+                            topic = %self.topic,
+                            event = event.name(),
+                            error = %describe_error(&reply.response_json()),
+                            "orchestrator refused a run event"
+                        );
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, RequestError::Shutdown) {
+                        return Err(CallError::Closed);
+                    }
+                    tracing::warn!(topic = %self.topic, event = event.name(), error = %e, "no reply; resending unanswered events");
+                    // Everything unanswered goes again, in order, ahead of
+                    // what was waiting to be resent.
+                    let mut again: VecDeque<RunEvent> = VecDeque::new();
+                    again.push_back(event);
+                    again.extend(inflight.drain(..).map(|(e, _)| e));
+                    again.extend(resend.drain(..));
+                    resend = again;
+                    if matches!(e, RequestError::Timeout(_)) {
+                        sleep(backoff.next_delay()).await;
+                    } else {
+                        self.channel = None;
+                    }
+                }
             }
         }
     }

@@ -225,17 +225,11 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
         }
     };
     let sender = async {
+        let result = ch.deliver_stream(&mut send_rx).await;
         // Once delivery fails for good, keep draining so the child finishes
-        // and every event still reaches the journal.
-        let mut failure: Option<CallError> = None;
-        while let Some(event) = send_rx.recv().await {
-            if failure.is_none()
-                && let Err(e) = ch.deliver(event).await
-            {
-                failure = Some(e);
-            }
-        }
-        failure
+        // (every event is already in the journal).
+        while send_rx.recv().await.is_some() {}
+        result.err()
     };
     let ((), failure) = tokio::join!(producer, sender);
     match failure {

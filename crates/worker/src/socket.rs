@@ -84,6 +84,27 @@ pub enum JoinError {
     Refused(Value),
 }
 
+/// A request on the wire whose reply has not been read yet.
+pub struct PendingReply {
+    rx: oneshot::Receiver<ReplyBody>,
+    msg_ref: String,
+    inner: Arc<Inner>,
+}
+
+impl PendingReply {
+    pub async fn wait(self, timeout: Duration) -> Result<ReplyBody, RequestError> {
+        match tokio::time::timeout(timeout, self.rx).await {
+            Ok(Ok(body)) => Ok(body),
+            // The connection ended and dropped every pending sender.
+            Ok(Err(_)) => Err(RequestError::Disconnected),
+            Err(_) => {
+                self.inner.pending.lock().await.remove(&self.msg_ref);
+                Err(RequestError::Timeout(timeout))
+            }
+        }
+    }
+}
+
 /// A joined topic on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Channel {
@@ -198,6 +219,18 @@ impl Socket {
         frame: Frame,
         timeout: Duration,
     ) -> Result<ReplyBody, RequestError> {
+        self.start_frame(generation, frame)
+            .await?
+            .wait(timeout)
+            .await
+    }
+
+    /// Send a frame now; its reply is awaited later (pipelining).
+    async fn start_frame(
+        &self,
+        generation: u64,
+        frame: Frame,
+    ) -> Result<PendingReply, RequestError> {
         let state = self.state();
         if !state.connected || state.generation != generation {
             return Err(RequestError::Disconnected);
@@ -213,15 +246,28 @@ impl Socket {
             self.inner.pending.lock().await.remove(&msg_ref);
             return Err(RequestError::Shutdown);
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(body)) => Ok(body),
-            // The connection ended and dropped every pending sender.
-            Ok(Err(_)) => Err(RequestError::Disconnected),
-            Err(_) => {
-                self.inner.pending.lock().await.remove(&msg_ref);
-                Err(RequestError::Timeout(timeout))
-            }
-        }
+        Ok(PendingReply {
+            rx,
+            msg_ref,
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Push `event` on a joined channel without waiting for the reply.
+    pub async fn start_request(
+        &self,
+        channel: &Channel,
+        event: &str,
+        payload: Value,
+    ) -> Result<PendingReply, RequestError> {
+        let frame = Frame::new(
+            Some(channel.join_ref.clone()),
+            Some(self.next_ref()),
+            channel.topic.clone(),
+            event,
+            payload,
+        );
+        self.start_frame(channel.generation, frame).await
     }
 
     /// Join `topic` on the current connection.

@@ -477,3 +477,37 @@ async fn with_a_public_key_only_runs_with_valid_tokens_execute() {
     assert_add_one_run(&l, "run-good-token");
     w.stop().await;
 }
+
+/// Not an assertion: how fast one worker drains runs from the double
+/// (`cargo test -p gabbro-worker --test worker_e2e -- --ignored --nocapture measure`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_throughput_against_the_double() {
+    let n: usize = std::env::var("GABBRO_MEASURE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let capacity: u32 = std::env::var("GABBRO_MEASURE_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |a| a.capacity = Some(capacity));
+    // Warm the pool.
+    l.enqueue(one_job_run("warm", ADD_ONE));
+    l.wait_complete("warm", Duration::from_secs(30)).await;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        l.enqueue(one_job_run(&format!("m-{i}"), "fn(state => state);"));
+    }
+    for i in 0..n {
+        l.wait_complete(&format!("m-{i}"), Duration::from_secs(300)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let events = l.events("m-0").len();
+    println!(
+        "{n} one-step runs, capacity {capacity}: {secs:.2} s, {:.0} runs/s, {events} events per run",
+        n as f64 / secs
+    );
+    w.stop().await;
+}

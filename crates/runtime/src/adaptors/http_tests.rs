@@ -104,6 +104,7 @@ async fn serve(mut sock: TcpStream) {
                 "method": method, "target": target, "body": body,
                 "x-test": header("x-test"), "content-type": header("content-type"),
                 "authorization": header("authorization"),
+                "content-length": header("content-length"),
             })
             .to_string(),
         ),
@@ -393,5 +394,23 @@ async fn native_reports_unknown_hosts_as_node_does() {
     assert!(
         err.contains("getaddrinfo ENOTFOUND no-such-host.invalid") && err.contains("[ENOTFOUND]"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn request_bodies_are_encoded_as_undici_does() {
+    let base = start_server().await;
+    let v = js(HTTP, &format!(
+        "const s = {{ configuration: {{ baseUrl: '{base}' }} }};
+         const empty = (await A.post('/echo')(s)).data;
+         const strings = (await A.post('/echo', ['a', 'b'])(s)).data;
+         let bad; try {{ await A.post('/echo', [1])(s); }} catch (e) {{ bad = [e.code, e.message]; }}
+         return {{ empty: [empty['content-length'], empty.body], strings: strings.body, bad }};"
+    ))
+    .await;
+    assert_eq!(
+        v,
+        serde_json::json!({"empty": ["0", ""], "strings": "ab", "bad": ["ERR_INVALID_ARG_TYPE",
+            "The \"string\" argument must be of type string or an instance of Buffer or ArrayBuffer. Received type number (1)"]})
     );
 }

@@ -133,45 +133,79 @@ async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<Ingested> {
     let queue = req.queue.unwrap_or_else(|| queues::DEFAULT.to_string());
     let (dataclip_id, work_order_id, run_id) = (new_id(), new_id(), new_id());
     let now = now_us();
-    exec!(
-        c,
-        "INSERT INTO dataclips (id, project_id, type, body, request, inserted_at)
-         VALUES ($1, $2, 'http_request', $3, $4, $5)",
-        &dataclip_id,
-        &t.project_id,
-        req.body,
-        req.request,
-        now
-    )?;
-    exec!(
-        c,
-        "INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state,
-                                  idempotency_key, last_activity, inserted_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $7)",
-        &work_order_id,
-        &t.workflow_id,
-        &snapshot_id,
-        &req.trigger_id,
-        &dataclip_id,
-        req.idempotency_key,
-        now
-    )?;
-    exec!(
-        c,
-        "INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id,
-                           starting_trigger_id, dataclip_id, state, queue, priority, options, inserted_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'available', $8, 1, $9, $10)",
-        &run_id,
-        &work_order_id,
-        &t.workflow_id,
-        &t.project_id,
-        &snapshot_id,
-        &req.trigger_id,
-        &dataclip_id,
-        queue,
-        options.to_json(),
-        now
-    )?;
+    let (options, idem) = (options.to_json(), req.idempotency_key);
+    match c.backend() {
+        // PostgreSQL: the three rows in one statement (one round trip).
+        crate::Backend::Postgres => {
+            exec!(
+                c,
+                "WITH d AS (
+                     INSERT INTO dataclips (id, project_id, type, body, request, inserted_at)
+                     VALUES ($1, $2, 'http_request', $3, $4, $5)),
+                 w AS (
+                     INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state,
+                                              idempotency_key, last_activity, inserted_at, updated_at)
+                     VALUES ($6, $7, $8, $9, $1, 'pending', $10, $5, $5, $5))
+                 INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id,
+                                   starting_trigger_id, dataclip_id, state, queue, priority, options, inserted_at)
+                 VALUES ($11, $6, $7, $2, $8, $9, $1, 'available', $12, 1, $13, $5)",
+                &dataclip_id,
+                &t.project_id,
+                req.body,
+                req.request,
+                now,
+                &work_order_id,
+                &t.workflow_id,
+                &snapshot_id,
+                &req.trigger_id,
+                idem,
+                &run_id,
+                queue,
+                options
+            )?;
+        }
+        crate::Backend::Sqlite => {
+            exec!(
+                c,
+                "INSERT INTO dataclips (id, project_id, type, body, request, inserted_at)
+                 VALUES ($1, $2, 'http_request', $3, $4, $5)",
+                &dataclip_id,
+                &t.project_id,
+                req.body,
+                req.request,
+                now
+            )?;
+            exec!(
+                c,
+                "INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state,
+                                          idempotency_key, last_activity, inserted_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $7)",
+                &work_order_id,
+                &t.workflow_id,
+                &snapshot_id,
+                &req.trigger_id,
+                &dataclip_id,
+                idem,
+                now
+            )?;
+            exec!(
+                c,
+                "INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id,
+                                   starting_trigger_id, dataclip_id, state, queue, priority, options, inserted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'available', $8, 1, $9, $10)",
+                &run_id,
+                &work_order_id,
+                &t.workflow_id,
+                &t.project_id,
+                &snapshot_id,
+                &req.trigger_id,
+                &dataclip_id,
+                queue,
+                options,
+                now
+            )?;
+        }
+    }
     crate::queue::notify_available(c, &t.workflow_id).await?;
     Ok(Ingested {
         work_order_id,

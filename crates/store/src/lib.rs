@@ -42,10 +42,11 @@
 mod db;
 mod error;
 mod ingest;
+mod janitor;
 mod ledger;
 mod macros;
-pub mod provision;
 pub mod queue;
+mod reads;
 mod retry;
 pub mod testing;
 mod time;
@@ -56,8 +57,13 @@ mod writer;
 pub use db::{Backend, Conn, ConnectOptions, Db, PooledConn, Store, WriteOp, migrator};
 pub use error::{Result, StoreError};
 pub use ingest::{Ingested, WebhookIngest};
+pub use janitor::{JanitorReport, LeaseConfig};
 pub use ledger::{NewLogLine, RunComplete, StepComplete, StepStart};
 pub use queue::{ClaimRequest, ClaimedRun, RUN_AVAILABLE_CHANNEL};
+pub use reads::{
+    DataclipRow, LogLineRow, Page, ProjectRow, RunDetail, RunRow, StepRow, WorkOrderDetail,
+    WorkOrderFilter, WorkOrderRow, WorkflowRow,
+};
 pub use retry::RerunOutcome;
 pub use time::{db_now_us, now_us, parse_protocol_timestamp};
 pub use users::{ADMIN_EMAIL, NewToken, User};

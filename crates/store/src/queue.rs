@@ -228,7 +228,7 @@ async fn claim_one(c: &mut Conn<'_>, req: &ClaimRequest, now: i64) -> Result<Opt
             c,
             ClaimedRun,
             "UPDATE runs SET state = 'claimed', claimed_at = $2, worker_name = $3, worker_id = $4,
-                    claim_epoch = claim_epoch + 1, last_heard_at = $2, last_seq = NULL
+                    claim_epoch = claim_epoch + 1, last_heard_at = $2, last_seq = NULL, joined_at = NULL
              WHERE id = $1 AND state = 'available'
              RETURNING id, claim_epoch, work_order_id, workflow_id, project_id, options, claimed_at",
             &run_id,
@@ -333,7 +333,7 @@ pub(crate) async fn requeue_claimed(
         c,
         Moved,
         "UPDATE runs SET state = 'available', claimed_at = NULL, worker_name = NULL,
-                worker_id = NULL, last_heard_at = NULL
+                worker_id = NULL, last_heard_at = NULL, joined_at = NULL
          WHERE id = $1 AND state = 'claimed' AND ($2 = -1 OR claim_epoch = $2)
          RETURNING workflow_id, project_id",
         run_id,

@@ -22,15 +22,15 @@ pub struct RerunOutcome {
     pub discarded: Vec<(String, String)>,
 }
 
-struct NewRun<'a> {
-    work_order_id: &'a str,
-    workflow_id: &'a str,
-    project_id: &'a str,
-    starting_job_id: Option<&'a str>,
-    starting_trigger_id: Option<&'a str>,
-    dataclip_id: &'a str,
-    options: &'a str,
-    created_by: Option<&'a str>,
+pub(crate) struct NewRun<'a> {
+    pub(crate) work_order_id: &'a str,
+    pub(crate) workflow_id: &'a str,
+    pub(crate) project_id: &'a str,
+    pub(crate) starting_job_id: Option<&'a str>,
+    pub(crate) starting_trigger_id: Option<&'a str>,
+    pub(crate) dataclip_id: &'a str,
+    pub(crate) options: &'a str,
+    pub(crate) created_by: Option<&'a str>,
 }
 
 async fn latest_snapshot(c: &mut Conn<'_>, workflow_id: &str) -> Result<(String, String)> {
@@ -75,7 +75,7 @@ async fn check_input(c: &mut Conn<'_>, dataclip_id: Option<&str>) -> Result<Stri
     }
 }
 
-async fn insert_run(
+pub(crate) async fn insert_run(
     c: &mut Conn<'_>,
     r: &NewRun<'_>,
     snapshot_id: &str,

@@ -361,3 +361,38 @@ async fn module_load_cost() {
         eprintln!("http: runtime + parse + evaluate: {:?}", t.elapsed());
     }
 }
+
+#[tokio::test]
+#[ignore]
+async fn module_parse_vs_evaluate_cost() {
+    let rt = AsyncRuntime::new().expect("runtime");
+    rt.set_loader(
+        TestResolver,
+        TestLoader {
+            config: HostConfig::default(),
+        },
+    )
+    .await;
+    let ctx = AsyncContext::full(&rt).await.expect("context");
+    ctx.async_with(async |ctx| {
+        for a in super::available() {
+            let t = std::time::Instant::now();
+            let m = Module::declare(ctx.clone(), a.name, a.source).expect("declare");
+            let parsed = t.elapsed();
+            let bytes = m
+                .write(rquickjs::module::WriteOptions::default())
+                .expect("write");
+            let t = std::time::Instant::now();
+            let _m2 = unsafe { Module::load(ctx.clone(), &bytes) }.expect("load");
+            let loaded = t.elapsed();
+            eprintln!(
+                "{}: parse {:?}, load bytecode {:?} ({} bytes)",
+                a.name,
+                parsed,
+                loaded,
+                bytes.len()
+            );
+        }
+    })
+    .await;
+}

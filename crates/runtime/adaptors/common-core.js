@@ -393,8 +393,20 @@ function parseFilterExpression(src) {
   const tokens = [];
   const re = /\s*(?:(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(===|!==|==|!=|<=|>=|&&|\|\||[-+*/%<>!().\[\],?:])|(@[A-Za-z_]*|\$|[A-Za-z_][A-Za-z0-9_]*))/y;
   let pos = 0;
+  const regexLiteral = /\s*\/((?:\\.|\[(?:\\.|[^\]\\])*\]|[^/\\[\n])+)\/([dgimsuy]*)/y;
   while (pos < src.length) {
     if (/^\s*$/.test(src.slice(pos))) break;
+    // a `/` where an operand is expected starts a regular expression
+    const last = tokens[tokens.length - 1];
+    if (!last || (last.k === 'op' && last.v !== ')' && last.v !== ']')) {
+      regexLiteral.lastIndex = pos;
+      const rm = regexLiteral.exec(src);
+      if (rm) {
+        tokens.push({ k: 'lit', v: new RegExp(rm[1], rm[2]) });
+        pos = regexLiteral.lastIndex;
+        continue;
+      }
+    }
     re.lastIndex = pos;
     const m = re.exec(src);
     if (!m) throw new Error(`Invalid JSONPath filter: ${src}`);
@@ -441,9 +453,27 @@ function parseFilterExpression(src) {
         const key = binary(0);
         expect(']');
         node = { k: 'get', o: node, key };
+      } else if (isOp('(')) {
+        p++;
+        const args = [];
+        while (!isOp(')')) {
+          args.push(conditional());
+          if (!isOp(')')) expect(',');
+        }
+        expect(')');
+        node = { k: 'call', callee: node, args };
       } else break;
     }
     return node;
+  }
+  function conditional() {
+    const test = binary(0);
+    if (!isOp('?')) return test;
+    p++;
+    const yes = conditional();
+    expect(':');
+    const no = conditional();
+    return { k: 'cond', test, yes, no };
   }
   function binary(minPrec) {
     let left = primary();
@@ -456,7 +486,7 @@ function parseFilterExpression(src) {
     }
     return left;
   }
-  const ast = binary(0);
+  const ast = conditional();
   if (p !== tokens.length) throw new Error(`Invalid JSONPath filter: ${src}`);
   return ast;
 }
@@ -470,6 +500,20 @@ function evalFilter(n, env) {
       const key = evalFilter(n.key, env);
       if (o === null || o === undefined) return undefined;
       return o[key];
+    }
+    case 'cond':
+      return evalFilter(n.test, env) ? evalFilter(n.yes, env) : evalFilter(n.no, env);
+    case 'call': {
+      const args = n.args.map(a => evalFilter(a, env));
+      if (n.callee.k === 'get') {
+        const self = evalFilter(n.callee.o, env);
+        const f = self === null || self === undefined ? undefined : self[evalFilter(n.callee.key, env)];
+        if (typeof f !== 'function') throw new TypeError('not a function');
+        return f.apply(self, args);
+      }
+      const f = evalFilter(n.callee, env);
+      if (typeof f !== 'function') throw new TypeError('not a function');
+      return f(...args);
     }
     case 'unary': {
       const a = evalFilter(n.a, env);

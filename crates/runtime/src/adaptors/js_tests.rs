@@ -154,13 +154,15 @@ async fn jsonpath_matches_jsonpath_plus_on_common_paths() {
           allK: A.source('$.data.list[*].k')(s), none: A.source('$.data.none[*]')(s),
           deep: A.source('$..k')(s), filtered: A.source('$.data.list[?(@.k > 1)].k')(s),
           slice: A.source('$.data.list[0:2].k')(s), quoted: A.source("$['meta']['id']")(s),
-          whole: A.source('$.data.list')(s).length, last: A.jsonValue(s, '$.data.list[-1:].k') };"#,
+          whole: A.source('$.data.list')(s).length, last: A.jsonValue(s, '$.data.list[-1:].k'),
+          calls: A.source('$.data.patient[?(@.startsWith("Z") && @.match(/e/) ? true : false)]')(s) };"#,
     )
     .await;
     assert_eq!(
         v,
         serde_json::json!({"name":"Zed","path":"$.data.patient.name","meta":"m1","firstK":1,"allK":[1,2,3],
-            "none":[],"deep":[1,2,3],"filtered":[2,3],"slice":[1,2],"quoted":["m1"],"whole":1,"last":3})
+            "none":[],"deep":[1,2,3],"filtered":[2,3],"slice":[1,2],"quoted":["m1"],"whole":1,"last":3,
+            "calls":["Zed"]})
     );
 }
 

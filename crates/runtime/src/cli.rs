@@ -173,6 +173,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         log_payload_limit_mb: args.log_payload_limit,
     };
     let quiet = args.quiet;
+    let started = std::time::Instant::now();
     let report = execute(&plan, input, &limits, &[], &mut |event| {
         if quiet {
             return;
@@ -182,6 +183,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     })
     .await;
+    // For benchmarks: the run alone, without process start and file I/O.
+    if std::env::var_os("GABBRO_RUN_TIMING").is_some() {
+        eprintln!("in-process: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+    }
     if !quiet && report.reason != ExitReason::Success {
         eprintln!(
             "[R/T] error Run complete with status: {}{}",

@@ -166,10 +166,19 @@ const ctorName = (e) => {
     return '';
   }
 };
+// QuickJS words some TypeErrors differently from V8; users compare these
+// messages with OpenFn's, so report V8's wording.
+const v8Wording = (msg) =>
+  msg
+    .replace(/^cannot read property '(.*)' of (undefined|null)$/, "Cannot read properties of $2 (reading '$1')")
+    .replace(/^cannot set property '(.*)' of (undefined|null)$/, "Cannot set properties of $2 (setting '$1')");
+
 const messageOf = (e) => {
   if (typeof e === 'string') return e;
   try {
-    return e && e.message ? String(e.message) : '';
+    if (!e || !e.message) return '';
+    const msg = String(e.message);
+    return e instanceof TypeError ? v8Wording(msg) : msg;
   } catch (_) {
     return '';
   }

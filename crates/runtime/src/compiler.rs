@@ -492,10 +492,7 @@ fn promise_chain(call: &oxc_ast::ast::CallExpression<'_>) -> Option<PromiseChain
     // Walk down the callee chain to the operation call.
     let mut parents: Vec<&oxc_ast::ast::CallExpression<'_>> = Vec::new();
     let mut next = call;
-    loop {
-        let Expression::StaticMemberExpression(m) = &next.callee else {
-            break;
-        };
+    while let Expression::StaticMemberExpression(m) = &next.callee {
         let name = m.property.name.as_str();
         if name != "then" && name != "catch" {
             break;

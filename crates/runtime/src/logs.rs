@@ -69,14 +69,12 @@ impl LogPolicy {
             return;
         }
         match v {
-            Value::String(s) => {
-                if self.secrets.iter().any(|sec| s.contains(sec.as_str())) {
-                    let mut out = s.clone();
-                    for sec in self.secrets.iter() {
-                        out = out.replace(sec.as_str(), SCRUBBED);
-                    }
-                    *s = out;
+            Value::String(s) if self.secrets.iter().any(|sec| s.contains(sec.as_str())) => {
+                let mut out = s.clone();
+                for sec in self.secrets.iter() {
+                    out = out.replace(sec.as_str(), SCRUBBED);
                 }
+                *s = out;
             }
             Value::Array(items) => items.iter_mut().for_each(|i| self.scrub(i)),
             Value::Object(map) => map.values_mut().for_each(|i| self.scrub(i)),

@@ -185,7 +185,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     .await;
     // For benchmarks: the run alone, without process start and file I/O.
     if std::env::var_os("GABBRO_RUN_TIMING").is_some() {
-        eprintln!("in-process: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "in-process: {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
     }
     if !quiet && report.reason != ExitReason::Success {
         eprintln!(

@@ -21,6 +21,18 @@ use crate::worker::Shared;
 
 /// How many refused joins in a row make us give the run up.
 const MAX_REFUSALS: u32 = 3;
+/// A reply that says the channel is not joined (it was closed by the
+/// server, e.g. after a crash of its channel process): rejoin and resend,
+/// the event was not applied.
+fn not_joined(reply: &ReplyBody) -> bool {
+    !reply.is_ok()
+        && reply
+            .response_json()
+            .get("reason")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r == "unmatched topic")
+}
+
 /// Run events in flight at once on one run channel.
 pub const PIPELINE_WINDOW: usize = 32;
 
@@ -201,6 +213,10 @@ impl RunChannel {
                 .request(&channel, event, payload.clone(), timeout)
                 .await
             {
+                Ok(reply) if not_joined(&reply) => {
+                    self.channel = None;
+                    sleep(backoff.next_delay()).await;
+                }
                 Ok(reply) => return Ok(reply),
                 Err(RequestError::Disconnected) => {
                     self.channel = None;
@@ -212,6 +228,65 @@ impl RunChannel {
                 Err(RequestError::Shutdown) => return Err(CallError::Closed),
             }
         }
+    }
+
+    /// Send several events at once (pipelined; numbered ones are numbered
+    /// and journalled first) and return their replies in order. Unanswered
+    /// ones are sent again, in order, after a drop or a late reply.
+    pub async fn send_all(&mut self, events: Vec<RunEvent>) -> Result<Vec<ReplyBody>, CallError> {
+        let events: Vec<RunEvent> = events
+            .into_iter()
+            .map(|e| self.numberer.number(e))
+            .collect();
+        let socket = self.shared.socket.clone();
+        let timeout = self.shared.config.message_timeout;
+        let mut backoff = Backoff::new(self.shared.config.backoff);
+        let mut replies: Vec<ReplyBody> = Vec::with_capacity(events.len());
+        'attempt: while replies.len() < events.len() {
+            let channel = self.joined(&mut backoff).await?;
+            let mut pending = Vec::new();
+            for e in &events[replies.len()..] {
+                match socket.start_request(&channel, e.name(), e.payload()).await {
+                    Ok(p) => pending.push(p),
+                    Err(RequestError::Shutdown) => return Err(CallError::Closed),
+                    Err(_) => break,
+                }
+            }
+            for p in pending {
+                match p.wait(timeout).await {
+                    Ok(reply) if not_joined(&reply) => {
+                        self.channel = None;
+                        sleep(backoff.next_delay()).await;
+                        continue 'attempt;
+                    }
+                    Ok(reply) => {
+                        let e = &events[replies.len()];
+                        if let Some(seq) = e.seq() {
+                            self.numberer.ack(seq);
+                        }
+                        if !reply.is_ok() {
+                            tracing::warn!(
+                                topic = %self.topic,
+                                event = e.name(),
+                                error = %describe_error(&reply.response_json()),
+                                "orchestrator refused a run event"
+                            );
+                        }
+                        replies.push(reply);
+                    }
+                    Err(RequestError::Shutdown) => return Err(CallError::Closed),
+                    Err(RequestError::Timeout(_)) => {
+                        sleep(backoff.next_delay()).await;
+                        continue 'attempt;
+                    }
+                    Err(RequestError::Disconnected) => {
+                        self.channel = None;
+                        continue 'attempt;
+                    }
+                }
+            }
+        }
+        Ok(replies)
     }
 
     /// Deliver numbered events from `events` in order, with up to
@@ -281,7 +356,15 @@ impl RunChannel {
                 }
                 continue;
             };
-            match pending.wait(timeout).await {
+            let result = match pending.wait(timeout).await {
+                Ok(reply) if not_joined(&reply) => {
+                    self.channel = None;
+                    sleep(backoff.next_delay()).await;
+                    Err(RequestError::Disconnected)
+                }
+                other => other,
+            };
+            match result {
                 Ok(reply) => {
                     backoff.reset();
                     if let Some(seq) = event.seq() {

@@ -99,34 +99,36 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
     };
     let mut translator = Translator::new(&plan);
 
-    // 2. The input dataclip.
+    // 2–3. The input dataclip and the credentials, fetched together.
+    let credential_ids = plan::credential_ids(&plan);
+    let mut fetches = Vec::new();
+    if let Some(id) = &plan.dataclip_id {
+        fetches.push(RunEvent::FetchDataclip(FetchId { id: id.clone() }));
+    }
+    fetches.extend(
+        credential_ids
+            .iter()
+            .map(|id| RunEvent::FetchCredential(FetchId { id: id.clone() })),
+    );
+    let mut replies = ch.send_all(fetches).await?.into_iter();
     let input = match &plan.dataclip_id {
         None => json!({}),
-        Some(id) => {
-            let reply = ch
-                .send(RunEvent::FetchDataclip(FetchId { id: id.clone() }))
-                .await?;
-            match dataclip_of(&reply) {
-                Ok(v) => v,
-                Err(e) => {
-                    return fail_before_start(
-                        ch,
-                        &plan,
-                        "DataClipError",
-                        &format!("Failed to load dataclip {id}: {e}"),
-                    )
-                    .await;
-                }
+        Some(id) => match replies.next().map(|r| dataclip_of(&r)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return fail_before_start(
+                    ch,
+                    &plan,
+                    "DataClipError",
+                    &format!("Failed to load dataclip {id}: {e}"),
+                )
+                .await;
             }
-        }
+            None => return Err(CallError::Closed),
+        },
     };
-
-    // 3. Credentials.
     let mut credentials: HashMap<String, Value> = HashMap::new();
-    for id in plan::credential_ids(&plan) {
-        let reply = ch
-            .send(RunEvent::FetchCredential(FetchId { id: id.clone() }))
-            .await?;
+    for (id, reply) in credential_ids.into_iter().zip(replies) {
         if reply.is_ok() {
             credentials.insert(id, reply.response_json());
         } else {
@@ -140,40 +142,42 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
 
     // 4. Start: nothing executes before the orchestrator acknowledged it.
     let limits = plan::limits_for(&plan, &shared.config.limits);
-    ch.send(translator.worker_log(
-        "RTE",
-        "info",
-        &format!("Memory limit: {}mb", limits.memory_limit_mb),
-    ))
-    .await?;
-    ch.send(translator.worker_log(
-        "RTE",
-        "info",
-        &format!("Timeout: {}s", limits.timeout_ms / 1000),
-    ))
-    .await?;
     let versions = shared.versions(&plan);
-    let reply = ch
-        .send(RunEvent::RunStart(RunStart {
+    let start = vec![
+        translator.worker_log(
+            "RTE",
+            "info",
+            &format!("Memory limit: {}mb", limits.memory_limit_mb),
+        ),
+        translator.worker_log(
+            "RTE",
+            "info",
+            &format!("Timeout: {}s", limits.timeout_ms / 1000),
+        ),
+        RunEvent::RunStart(RunStart {
             versions: Some(versions.clone()),
             timestamp: Timestamp::now(),
             seq: None,
-        }))
-        .await?;
+        }),
+    ];
+    let replies = ch.send_all(start).await?;
+    let Some(reply) = replies.last() else {
+        return Err(CallError::Closed);
+    };
     if !reply.is_ok() {
         return Err(CallError::Refused(format!(
             "run:start: {}",
             describe_error(&reply.response_json())
         )));
     }
-    ch.send(translator.worker_log(
-        "RTE",
-        "info",
-        &format!("Payload limit: {}mb", limits.payload_limit_mb),
-    ))
-    .await?;
-    ch.send(translator.worker_log("VER", "info", &versions_banner(&versions)))
-        .await?;
+    let banner = vec![
+        translator.worker_log(
+            "RTE",
+            "info",
+            &format!("Payload limit: {}mb", limits.payload_limit_mb),
+        ),
+        translator.worker_log("VER", "info", &versions_banner(&versions)),
+    ];
 
     // 5. Execute in a child, forwarding events in order.
     let request = ChildRequest {
@@ -196,6 +200,9 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
     let exec = tokio::spawn(async move { exec_shared.pool.execute(&request, budget, tx).await });
     let numberer = ch.numberer();
     let (send_tx, mut send_rx) = mpsc::unbounded_channel();
+    for e in banner {
+        let _ = send_tx.send(numberer.number(e));
+    }
     let producer = async move {
         while let Some(event) = rx.recv().await {
             for out in translator.on_event(event) {

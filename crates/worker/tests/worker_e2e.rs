@@ -267,6 +267,17 @@ async fn reconnects_when_heartbeats_go_unanswered_and_keeps_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoins_and_resends_when_the_server_lost_the_run_channel() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.unmatch_next(3);
+    l.enqueue(one_job_run("run-u", ADD_ONE));
+    l.wait_complete("run-u", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-u");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_start_without_a_secret() {
     let args = WorkerArgs {
         lightning: Some("ws://127.0.0.1:9/worker".into()),
@@ -478,6 +489,15 @@ async fn with_a_public_key_only_runs_with_valid_tokens_execute() {
     w.stop().await;
 }
 
+const FAST_CHILD: &str = r#"#!/bin/sh
+while read line; do
+  echo '{"event":"step-start","step_id":"job-A","key":"job-A","timestamp_us":1795844572205836}'
+  echo '{"event":"log","level":"info","source":"JOB","message":["A sees","u"],"timestamp_us":1795844572205837,"step":"job-A"}'
+  echo '{"event":"step-complete","step_id":"job-A","key":"job-A","reason":"success","error_type":null,"error_message":null,"output_json":"{\"data\":{\"x\":1,\"y\":2}}","redacted":false,"duration_ms":1,"mem":null,"timestamp_us":1795844572205838}'
+  echo '{"event":"run-complete","reason":"success","error_type":null,"error_message":null,"final_state_json":"{\"data\":{\"x\":1,\"y\":2}}","leaves":["job-A"],"timestamp_us":1795844572205839}'
+done
+"#;
+
 /// Not an assertion: how fast one worker drains runs from the double
 /// (`cargo test -p gabbro-worker --test worker_e2e -- --ignored --nocapture measure`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,8 +511,22 @@ async fn measure_throughput_against_the_double() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    // GABBRO_MEASURE_FAKE=1: a stand-in child that answers at once, to
+    // see the worker's and protocol's own cost without JavaScript.
+    let fake = std::env::var("GABBRO_MEASURE_FAKE").is_ok();
+    let script =
+        std::env::temp_dir().join(format!("gabbro-fast-child-{}.sh", uuid::Uuid::new_v4()));
+    std::fs::write(&script, FAST_CHILD).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let l = Lightning::start().await;
-    let w = RunningWorker::start(&l, |a| a.capacity = Some(capacity));
+    l.use_fast_tokens();
+    let w = RunningWorker::start(&l, |a| {
+        a.capacity = Some(capacity);
+        if fake {
+            a.child_exe = Some(script.clone());
+        }
+    });
     // Warm the pool.
     l.enqueue(one_job_run("warm", ADD_ONE));
     l.wait_complete("warm", Duration::from_secs(30)).await;
@@ -501,7 +535,8 @@ async fn measure_throughput_against_the_double() {
         l.enqueue(one_job_run(&format!("m-{i}"), "fn(state => state);"));
     }
     for i in 0..n {
-        l.wait_complete(&format!("m-{i}"), Duration::from_secs(300)).await;
+        l.wait_complete(&format!("m-{i}"), Duration::from_secs(300))
+            .await;
     }
     let secs = t.elapsed().as_secs_f64();
     let events = l.events("m-0").len();

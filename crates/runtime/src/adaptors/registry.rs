@@ -3,7 +3,7 @@
 use super::Adaptor;
 
 /// Shared implementation of language-common, parameterised by the adaptor
-/// tail that follows it (see `adaptors/README.md`).
+/// tail that follows it (see `crates/runtime/adaptors/README.md`).
 macro_rules! with_common_core {
     ($tail:literal) => {
         concat!(

@@ -174,12 +174,20 @@ impl WorkerArgs {
         let journal_dir = self
             .journal_dir
             .unwrap_or_else(|| PathBuf::from("./gabbro-worker/journal"));
-        let program = match self.child_exe {
+        // The env twins are read here too, for callers that build
+        // `WorkerArgs` in code (the embedded worker) rather than via clap.
+        let program = match self
+            .child_exe
+            .or_else(|| env("GABBRO_CHILD_EXE").map(PathBuf::from))
+        {
             Some(p) => p,
             None => std::env::current_exe().context("cannot find the gabbro executable")?,
         };
         let args = self
             .child_args
+            .or_else(|| {
+                env("GABBRO_CHILD_ARGS").map(|v| v.split_whitespace().map(String::from).collect())
+            })
             .unwrap_or_else(|| vec![CHILD_SUBCOMMAND.to_string()]);
         let public_key = self
             .lightning_public_key

@@ -509,6 +509,9 @@ fn response_to_js<'js>(ctx: &Ctx<'js>, res: NativeResponse) -> rquickjs::Result<
         }
     }
     obj.set("headers", headers)?;
-    obj.set("body", String::from_utf8_lossy(&res.body).into_owned())?;
+    // (valid UTF-8 is moved, not copied: bodies may be large)
+    let body = String::from_utf8(res.body)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    obj.set("body", body)?;
     Ok(obj.into_value())
 }

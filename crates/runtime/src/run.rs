@@ -125,14 +125,11 @@ async fn execute_inner(
         limits.log_payload_limit_mb,
     );
 
-    // 1. Adaptors and compilation, before anything runs.
-    let mut prepared: HashMap<&str, Prepared<'_>> = HashMap::new();
+    // 1. Adaptors (an unknown one fails the run before it starts), then
+    // `run-start`, then every step compiled before anything runs.
     let mut used_adaptors: Vec<&'static adaptors::Adaptor> = Vec::new();
-    let mut compiled: Vec<(String, String)> = Vec::new();
-    for (i, step) in plan.steps.iter().enumerate() {
-        let Some(expression) = &step.expression else {
-            continue;
-        };
+    let mut step_adaptors: HashMap<&str, Vec<&'static adaptors::Adaptor>> = HashMap::new();
+    for step in plan.steps.iter().filter(|s| s.expression.is_some()) {
         let mut resolved = Vec::new();
         for spec in &step.adaptors {
             match adaptors::resolve(spec) {
@@ -152,6 +149,35 @@ async fn execute_inner(
                 used_adaptors.push(a);
             }
         }
+        step_adaptors.insert(step.id.as_str(), resolved);
+    }
+    let mut versions = Map::new();
+    versions.insert(
+        "runtime".into(),
+        Value::String(format!("gabbro {}", env!("CARGO_PKG_VERSION"))),
+    );
+    versions.insert(
+        "compiler".into(),
+        Value::String(format!("gabbro {}", env!("CARGO_PKG_VERSION"))),
+    );
+    for a in &used_adaptors {
+        versions.insert(
+            a.name.into(),
+            Value::Array(vec![Value::String(a.version.into())]),
+        );
+    }
+    on_event(Event::RunStart {
+        versions,
+        timestamp_us: now_us(),
+    });
+
+    let mut prepared: HashMap<&str, Prepared<'_>> = HashMap::new();
+    let mut compiled: Vec<(String, String)> = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let Some(expression) = &step.expression else {
+            continue;
+        };
+        let resolved = step_adaptors.remove(step.id.as_str()).unwrap_or_default();
         let exports: Vec<AdaptorExports<'_>> = resolved
             .iter()
             .map(|a| AdaptorExports {
@@ -228,26 +254,6 @@ async fn execute_inner(
             }
         }
     }
-
-    let mut versions = Map::new();
-    versions.insert(
-        "runtime".into(),
-        Value::String(format!("gabbro {}", env!("CARGO_PKG_VERSION"))),
-    );
-    versions.insert(
-        "compiler".into(),
-        Value::String(format!("gabbro {}", env!("CARGO_PKG_VERSION"))),
-    );
-    for a in &used_adaptors {
-        versions.insert(
-            a.name.into(),
-            Value::Array(vec![Value::String(a.version.into())]),
-        );
-    }
-    on_event(Event::RunStart {
-        versions,
-        timestamp_us: now_us(),
-    });
 
     // 3. Breadth-first execution.
     let mut queue: std::collections::VecDeque<(&str, Option<Value>)> =

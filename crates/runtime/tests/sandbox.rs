@@ -324,3 +324,76 @@ async fn an_oversized_output_is_redacted() {
     });
     assert!(redacted, "{events:?}");
 }
+
+#[tokio::test]
+async fn events_come_in_order_with_step_keys_and_leaves() {
+    let plan = Plan::from_json(&json!({"workflow": {"start": "a", "steps": [
+        {"id": "a", "expression": "fn(s => s);", "next": {"b": true, "c": true}},
+        {"id": "b", "expression": "fn(s => ({ ...s, b: 1 }));", "next": {"d": true}},
+        {"id": "c", "expression": "fn(s => ({ ...s, c: 1 }));", "next": {"d": true}},
+        {"id": "d", "expression": "fn(s => ({ ...s, d: 1 }));"}
+    ]}}))
+    .unwrap();
+    let mut events = Vec::new();
+    let r = execute(
+        &plan,
+        json!({"data": {"x": 1}}),
+        &Limits::default(),
+        &[],
+        &mut |e| events.push(e),
+    )
+    .await;
+    assert_eq!(r.reason, ExitReason::Success);
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|e| !matches!(e, Event::Log(_)))
+        .map(|e| match e {
+            Event::RunStart { .. } => "run-start".to_string(),
+            Event::StepStart { key, .. } => format!("start {key}"),
+            Event::StepComplete { key, reason, .. } => format!("complete {key} {reason:?}"),
+            Event::RunComplete { leaves, .. } => format!("run-complete {}", leaves.join(",")),
+            Event::Log(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "run-start",
+            "start a",
+            "complete a Success",
+            "start b",
+            "complete b Success",
+            "start c",
+            "complete c Success",
+            "start d",
+            "complete d Success",
+            "start d-1",
+            "complete d-1 Success",
+            "run-complete d,d-1",
+        ]
+    );
+    let compile_error = Plan::single_job("fn(s => ", "@openfn/language-common");
+    let mut events = Vec::new();
+    execute(
+        &compile_error,
+        json!({}),
+        &Limits::default(),
+        &[],
+        &mut |e| events.push(e),
+    )
+    .await;
+    assert!(
+        matches!(events.first(), Some(Event::RunStart { .. })),
+        "{events:?}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::RunComplete {
+                reason: ExitReason::Crash,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+}

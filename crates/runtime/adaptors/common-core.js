@@ -1432,6 +1432,21 @@ function dateParse(dateStr, formatStr, referenceDate) {
     const n = tok.length;
     let v;
     if (tok === "''") { if (str[pos] !== "'") return new Date(NaN); pos++; continue; }
+    if (n === 2 && tok[1] === 'o') {
+      // ordinal number: 1st, 2nd, 3rd, 4th…
+      const m = /^(\d+)(st|nd|rd|th)/.exec(str.slice(pos));
+      if (!m) return new Date(NaN);
+      pos += m[0].length;
+      v = Number(m[1]);
+      if (c === 'd') fields.day = v;
+      else if (c === 'M') fields.month = v - 1;
+      else if (c === 'y') fields.year = v;
+      else if (c === 'H') fields.hours = v;
+      else if (c === 'm') fields.minutes = v;
+      else if (c === 's') fields.seconds = v;
+      else return new Date(NaN);
+      continue;
+    }
     if (c === "'") {
       const lit = tok.replace(/^'|'$/g, '').replace(/''/g, "'");
       if (!str.startsWith(lit, pos)) return new Date(NaN);

@@ -18,6 +18,7 @@ pub mod jsonfmt;
 mod pages;
 pub mod password;
 pub mod queries;
+pub mod search;
 pub mod session;
 pub mod time;
 pub mod vault;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use sqlx::AnyPool;
 
 pub use password::{hash_password, verify_password};
+pub use search::spawn_indexer;
 
 /// A worker connected to this orchestrator, as the queue dashboard shows it.
 #[derive(Debug, Clone)]

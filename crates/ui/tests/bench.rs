@@ -87,6 +87,19 @@ async fn pages_with_a_million_work_orders() {
     };
     let s = seed(&db.pool, &KEY).await;
     bulk(&db, &s).await;
+    let t = Instant::now();
+    let mut indexed = 0;
+    loop {
+        let n = gabbro_ui::search::index_batch(&db.pool).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        indexed += n;
+    }
+    eprintln!(
+        "search indexer: {indexed} work orders in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let addr = serve(db.pool.clone()).await;
     let mut c = Client::new(addr);
     c.sign_in("admin@localhost", ADMIN_PASSWORD).await;

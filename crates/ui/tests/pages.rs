@@ -224,8 +224,40 @@ async fn history_filters_paging_and_rerun(db: &TestDb) {
     assert_eq!(
         none.body.matches("<tr class=\"wo\"").count(),
         0,
-        "% is matched literally"
+        "punctuation alone matches nothing"
     );
+    // Index asynchronously, then the same searches are answered from the index.
+    while gabbro_ui::search::index_batch(&db.pool).await.unwrap() > 0 {}
+    assert!(
+        gabbro_ui::search::progress(&db.pool)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let terms: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM ui_search_terms WHERE term = 'zanzibar'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(terms, 1);
+    for q in ["zanzibar", "ZANZIBAR", "needle%20zanzibar", "zanzibar%2042"] {
+        let found = c.get(&format!("{hist}?q={q}")).await;
+        assert_eq!(
+            found.body.matches("<tr class=\"wo\"").count(),
+            1,
+            "indexed search for {q}"
+        );
+    }
+    let both = c.get(&format!("{hist}?q=needle%20absent")).await;
+    assert_eq!(
+        both.body.matches("<tr class=\"wo\"").count(),
+        0,
+        "every word must match"
+    );
+    // A common word pages like the unfiltered history ("n" is in 119 inputs).
+    let common = c.get(&format!("{hist}?q=n")).await;
+    assert_eq!(common.body.matches("<tr class=\"wo\"").count(), 50);
+    assert!(common.body.contains("id=\"older\""));
     let old = c.get(&format!("{hist}?to=2000-01-01T00:00")).await;
     assert_eq!(old.body.matches("<tr class=\"wo\"").count(), 0);
     assert_eq!(c.get(&format!("{hist}?state=bogus")).await.status, 400);

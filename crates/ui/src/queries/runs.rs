@@ -73,103 +73,223 @@ pub struct RunBrief {
     pub state: String,
 }
 
-/// Escapes `%`, `_` and `\` so user text is matched literally by LIKE.
-fn like_pattern(text: &str) -> String {
-    let mut p = String::from("%");
-    for c in text.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
+/// A value bound to a `$n` placeholder of a query built at run time.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// SQL assembled from fixed fragments; every user value is a bound
+/// parameter, numbered in the order it is added.
+struct SqlBuilder {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl SqlBuilder {
+    fn new(sql: &str) -> Self {
+        SqlBuilder {
+            sql: sql.to_string(),
+            binds: Vec::new(),
         }
-        p.push(c);
     }
-    p.push('%');
-    p
+
+    /// Appends `frag`, each `$?` in it taking the next value of `values`.
+    fn push(&mut self, frag: &str, values: Vec<Bind>) {
+        let mut parts = frag.split("$?");
+        if let Some(first) = parts.next() {
+            self.sql.push_str(first);
+        }
+        for (part, v) in parts.zip(values) {
+            self.binds.push(v);
+            self.sql.push_str(&format!("${}", self.binds.len()));
+            self.sql.push_str(part);
+        }
+    }
+
+    async fn fetch_all(self, pool: &AnyPool) -> UiResult<Vec<AnyRow>> {
+        let mut q = sqlx::query(AssertSqlSafe(self.sql));
+        for b in self.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        Ok(q.fetch_all(pool).await?)
+    }
+}
+
+const HISTORY_COLUMNS: &str = "SELECT wo.id, wo.state, wo.workflow_id, w.name AS workflow_name, wo.inserted_at, wo.last_activity, wo.dataclip_id";
+
+/// The filters every history query shares (project, state, workflow, time
+/// range, page cursor). `ts`/`id` name the columns the order and cursor use.
+fn push_filters(b: &mut SqlBuilder, project_id: &str, f: &HistoryFilter, ts: &str, id: &str) {
+    b.push(
+        " WHERE w.project_id = $?",
+        vec![Bind::Text(project_id.to_string())],
+    );
+    if let Some(s) = &f.state {
+        b.push(" AND wo.state = $?", vec![Bind::Text(s.clone())]);
+    }
+    if let Some(w) = &f.workflow_id {
+        b.push(" AND wo.workflow_id = $?", vec![Bind::Text(w.clone())]);
+    }
+    if let Some(t) = f.from_us {
+        b.push(&format!(" AND {ts} >= $?"), vec![Bind::Int(t)]);
+    }
+    if let Some(t) = f.to_us {
+        b.push(&format!(" AND {ts} < $?"), vec![Bind::Int(t)]);
+    }
+    if let Some((t, cid)) = &f.before {
+        // The first term lets the index seek to the cursor; the OR alone
+        // would make it scan from the newest work order.
+        b.push(
+            &format!(" AND {ts} <= $? AND ({ts} < $? OR ({ts} = $? AND {id} > $?))"),
+            vec![
+                Bind::Int(*t),
+                Bind::Int(*t),
+                Bind::Int(*t),
+                Bind::Text(cid.clone()),
+            ],
+        );
+    }
+}
+
+fn work_order_row(r: &AnyRow) -> UiResult<WorkOrderRow> {
+    Ok(WorkOrderRow {
+        id: r.try_get("id")?,
+        state: r.try_get("state")?,
+        workflow_id: r.try_get("workflow_id")?,
+        workflow_name: r.try_get("workflow_name")?,
+        inserted_at: r.try_get("inserted_at")?,
+        last_activity: r.try_get("last_activity")?,
+        dataclip_id: r.try_get("dataclip_id")?,
+        runs: Vec::new(),
+    })
+}
+
+/// Work orders whose input contains every word of `words`: those already
+/// indexed are read from `ui_search_terms` (newest first, one page); those
+/// the indexer has not reached yet (the newest few seconds) are checked
+/// here, page by page. The second set is entirely newer in history order,
+/// so it comes first.
+async fn search_history(
+    pool: &AnyPool,
+    project_id: &str,
+    f: &HistoryFilter,
+    words: &[String],
+) -> UiResult<Vec<WorkOrderRow>> {
+    let limit = HISTORY_PAGE + 1;
+    let mut out = Vec::new();
+    let progress = crate::search::progress(pool).await?;
+    // 1. Not yet indexed: after the indexer's position.
+    let mut cursor = f.before.clone();
+    loop {
+        let mut b = SqlBuilder::new(&format!(
+            "{HISTORY_COLUMNS}, substr(d.body, 1, 65536) AS prefix FROM work_orders wo JOIN workflows w ON w.id = wo.workflow_id \
+             LEFT JOIN dataclips d ON d.id = wo.dataclip_id"
+        ));
+        let page = HistoryFilter {
+            before: cursor.clone(),
+            ..f.clone()
+        };
+        push_filters(&mut b, project_id, &page, "wo.inserted_at", "wo.id");
+        if let Some((pts, pid)) = &progress {
+            b.push(
+                " AND wo.inserted_at >= $? AND (wo.inserted_at > $? OR wo.id < $?)",
+                vec![Bind::Int(*pts), Bind::Int(*pts), Bind::Text(pid.clone())],
+            );
+        }
+        b.push(" ORDER BY wo.inserted_at DESC, wo.id LIMIT 200", vec![]);
+        let rows = b.fetch_all(pool).await?;
+        let n = rows.len();
+        for r in &rows {
+            let prefix: Option<String> = r.try_get("prefix")?;
+            let have = crate::search::words(prefix.as_deref().unwrap_or(""));
+            if words.iter().all(|w| have.contains(w)) {
+                out.push(work_order_row(r)?);
+                if out.len() as i64 >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        match rows.last() {
+            Some(last) if n == 200 => {
+                cursor = Some((last.try_get("inserted_at")?, last.try_get("id")?))
+            }
+            _ => break,
+        }
+    }
+    if progress.is_none() {
+        return Ok(out);
+    }
+    // 2. Indexed: driven by the first word's index entries, newest first.
+    let mut b = SqlBuilder::new(&format!(
+        "{HISTORY_COLUMNS} FROM ui_search_terms t JOIN work_orders wo ON wo.id = t.work_order_id JOIN workflows w ON w.id = wo.workflow_id"
+    ));
+    push_filters(&mut b, project_id, f, "t.inserted_at", "t.work_order_id");
+    b.push(" AND t.term = $?", vec![Bind::Text(words[0].clone())]);
+    for w in &words[1..] {
+        b.push(
+            " AND EXISTS (SELECT 1 FROM ui_search_terms t2 WHERE t2.term = $? AND t2.inserted_at = t.inserted_at AND t2.work_order_id = t.work_order_id)",
+            vec![Bind::Text(w.clone())],
+        );
+    }
+    b.push(
+        &format!(
+            " ORDER BY t.inserted_at DESC, t.work_order_id LIMIT {}",
+            limit - out.len() as i64
+        ),
+        vec![],
+    );
+    for r in b.fetch_all(pool).await? {
+        out.push(work_order_row(&r)?);
+    }
+    Ok(out)
 }
 
 /// One page of a project's work orders, newest first, and whether more
-/// follow. Keyset pagination on (inserted_at DESC, id ASC).
+/// follow. Keyset pagination on (inserted_at DESC, id ASC), the order the
+/// indexes are built in (work_orders_inserted, _workflow_inserted,
+/// _state_inserted), so every filter reads its index forward and stops
+/// after one page. Text matches whole words of the input dataclip
+/// (case-insensitive), as Lightning's search vector does.
 pub async fn history(
     pool: &AnyPool,
     project_id: &str,
     f: &HistoryFilter,
 ) -> UiResult<(Vec<WorkOrderRow>, bool)> {
-    // Built from fixed fragments only; every user value is a bound parameter.
-    let mut sql = String::from(
-        "SELECT wo.id, wo.state, wo.workflow_id, w.name AS workflow_name, wo.inserted_at, wo.last_activity, wo.dataclip_id \
-         FROM work_orders wo JOIN workflows w ON w.id = wo.workflow_id WHERE w.project_id = $1",
-    );
-    let mut n = 1;
-    let mut next = |sql: &mut String, frag: &str| {
-        n += 1;
-        sql.push_str(&frag.replace("$?", &format!("${n}")));
+    let rows: Vec<WorkOrderRow> = match &f.text {
+        Some(text) => {
+            let words = crate::search::words(text);
+            if words.is_empty() {
+                Vec::new()
+            } else {
+                search_history(pool, project_id, f, &words).await?
+            }
+        }
+        None => {
+            let mut b = SqlBuilder::new(&format!(
+                "{HISTORY_COLUMNS} FROM work_orders wo JOIN workflows w ON w.id = wo.workflow_id"
+            ));
+            push_filters(&mut b, project_id, f, "wo.inserted_at", "wo.id");
+            b.push(
+                &format!(
+                    " ORDER BY wo.inserted_at DESC, wo.id LIMIT {}",
+                    HISTORY_PAGE + 1
+                ),
+                vec![],
+            );
+            b.fetch_all(pool)
+                .await?
+                .iter()
+                .map(work_order_row)
+                .collect::<UiResult<_>>()?
+        }
     };
-    if f.state.is_some() {
-        next(&mut sql, " AND wo.state = $?");
-    }
-    if f.workflow_id.is_some() {
-        next(&mut sql, " AND wo.workflow_id = $?");
-    }
-    if f.from_us.is_some() {
-        next(&mut sql, " AND wo.inserted_at >= $?");
-    }
-    if f.to_us.is_some() {
-        next(&mut sql, " AND wo.inserted_at < $?");
-    }
-    if f.before.is_some() {
-        // The first term lets the index seek to the cursor; the OR alone
-        // would make it scan from the newest work order.
-        next(&mut sql, " AND wo.inserted_at <= $?");
-        next(&mut sql, " AND (wo.inserted_at < $?");
-        next(&mut sql, " OR (wo.inserted_at = $?");
-        next(&mut sql, " AND wo.id > $?))");
-    }
-    if f.text.is_some() {
-        next(
-            &mut sql,
-            " AND EXISTS (SELECT 1 FROM dataclips d WHERE d.id = wo.dataclip_id AND LOWER(d.body) LIKE $? ESCAPE '\\')",
-        );
-    }
-    sql.push_str(&format!(
-        " ORDER BY wo.inserted_at DESC, wo.id LIMIT {}",
-        HISTORY_PAGE + 1
-    ));
-    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(project_id);
-    if let Some(s) = &f.state {
-        q = q.bind(s.clone());
-    }
-    if let Some(w) = &f.workflow_id {
-        q = q.bind(w.clone());
-    }
-    if let Some(t) = f.from_us {
-        q = q.bind(t);
-    }
-    if let Some(t) = f.to_us {
-        q = q.bind(t);
-    }
-    if let Some((t, id)) = &f.before {
-        q = q.bind(*t).bind(*t).bind(*t).bind(id.clone());
-    }
-    if let Some(text) = &f.text {
-        q = q.bind(like_pattern(text));
-    }
-    let rows = q.fetch_all(pool).await?;
     let more = rows.len() as i64 > HISTORY_PAGE;
-    let mut out: Vec<WorkOrderRow> = rows
-        .iter()
-        .take(HISTORY_PAGE as usize)
-        .map(|r| {
-            Ok(WorkOrderRow {
-                id: r.try_get("id")?,
-                state: r.try_get("state")?,
-                workflow_id: r.try_get("workflow_id")?,
-                workflow_name: r.try_get("workflow_name")?,
-                inserted_at: r.try_get("inserted_at")?,
-                last_activity: r.try_get("last_activity")?,
-                dataclip_id: r.try_get("dataclip_id")?,
-                runs: Vec::new(),
-            })
-        })
-        .collect::<UiResult<_>>()?;
+    let mut out: Vec<WorkOrderRow> = rows.into_iter().take(HISTORY_PAGE as usize).collect();
     // Runs of the shown work orders, one query.
     if !out.is_empty() {
         let placeholders: Vec<String> = (1..=out.len()).map(|i| format!("${i}")).collect();

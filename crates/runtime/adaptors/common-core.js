@@ -1643,7 +1643,11 @@ function csvRecords(text, opts) {
         `Invalid Closing Quote: got "${ch}" at line ${line} instead of delimiter, record delimiter, trimable character (if activated) or comment`);
     }
     if (quote && ch === quote) {
-      throw new CsvError('INVALID_OPENING_QUOTE', `Invalid Opening Quote: a quote is found on field ${record.length} at line ${line}, value is ${JSON.stringify(field)}`);
+      // csv-parse names the field by its column when columns are known
+      let name = record.length;
+      if (Array.isArray(opts.columns)) name = opts.columns[record.length];
+      else if (opts.columns === true && records.length) name = records[0].fields[record.length];
+      throw new CsvError('INVALID_OPENING_QUOTE', `Invalid Opening Quote: a quote is found on field ${JSON.stringify(name)} at line ${line}, value is ${JSON.stringify(field)}`);
     }
     field += ch;
     i++;

@@ -161,3 +161,101 @@ async fn pages_with_a_million_work_orders() {
     }
     db.cleanup().await;
 }
+
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Peak RSS growth while the run inspector and the download of a 50 MB
+/// output are served (server and client in this process; the download is
+/// read as a stream and dropped chunk by chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes a 50 MB dataclip; run by hand"]
+async fn run_inspector_with_a_50_mb_output() {
+    use futures_util::StreamExt;
+    let db = if std::env::var("BENCH_PG").is_ok() {
+        TestDb::postgres().await
+    } else {
+        TestDb::sqlite().await
+    };
+    let s = seed(&db.pool, &KEY).await;
+    {
+        let mut big = String::with_capacity(50 * 1024 * 1024 + 64);
+        big.push_str(r#"{"data":{"rows":["#);
+        while big.len() < 50 * 1024 * 1024 {
+            big.push_str(r#"{"k":"0123456789abcdefghij0123456789"},"#);
+        }
+        big.push_str(r#"{"k":"end"}]}}"#);
+        sqlx::query("UPDATE dataclips SET body = $1 WHERE id = $2")
+            .bind(big)
+            .bind(&s.big_dataclip_id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let addr = serve(db.pool.clone()).await;
+    let mut c = Client::new(addr);
+    c.sign_in("editor@example.org", EDITOR_PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = rss_kib();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(base));
+    let p2 = peak.clone();
+    let sampler = std::thread::spawn(move || {
+        for _ in 0..4000 {
+            p2.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let t = Instant::now();
+    let page = c
+        .get(&format!(
+            "/projects/{}/runs/{}",
+            s.project_id, s.failed_run_id
+        ))
+        .await;
+    let page_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(page.body.len() < 300_000 && page.body.contains("Only the beginning is shown"));
+    let t = Instant::now();
+    let cookie = c
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/projects/{}/dataclips/{}/download",
+            c.base, s.project_id, s.big_dataclip_id
+        ))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    let dl_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let peak_kib = peak.load(std::sync::atomic::Ordering::Relaxed);
+    drop(sampler);
+    eprintln!(
+        "50 MB output: page {} bytes in {page_ms:.0} ms; download {total} bytes in {dl_ms:.0} ms; RSS base {} MiB, peak +{} MiB",
+        page.body.len(),
+        base / 1024,
+        (peak_kib - base) / 1024
+    );
+    assert!(total > 50 * 1024 * 1024);
+    db.cleanup().await;
+}

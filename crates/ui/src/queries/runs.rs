@@ -505,6 +505,8 @@ pub async fn dataclip_preview(
 
 /// Characters `[start, start+len)` (1-based, as SQL's substr) of a dataclip
 /// body, for streaming a download chunk by chunk. None past the end.
+/// 1 MiB chunks: measured with a 50 MB body, 4 MiB chunks made downloads
+/// 3x faster but raised peak memory by 27-50 MiB (docs/ui.md).
 pub async fn dataclip_chunk(
     pool: &AnyPool,
     project_id: &str,

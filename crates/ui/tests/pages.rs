@@ -153,6 +153,34 @@ async fn job_save_writes_a_snapshot(db: &TestDb) {
         .find(|j| j["id"] == s.job2_id.as_str())
         .unwrap();
     assert_eq!(job["body"], new_body);
+    assert_eq!(job["project_credential_id"], s.credential_id.as_str());
+    // Exactly the fields provisioning writes (gabbro_store::provision::snapshot_body).
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&snap),
+        ["edges", "id", "jobs", "lock_version", "name", "triggers"]
+    );
+    assert_eq!(
+        keys(job),
+        ["adaptor", "body", "id", "name", "project_credential_id"]
+    );
+    assert_eq!(
+        keys(&snap["triggers"][0]),
+        ["cron_expression", "custom_path", "enabled", "id", "type"]
+    );
+    assert_eq!(
+        keys(&snap["edges"][0]),
+        [
+            "condition_expression",
+            "condition_label",
+            "condition_type",
+            "enabled",
+            "id",
+            "source_job_id",
+            "source_trigger_id",
+            "target_job_id"
+        ]
+    );
     assert_eq!(job["adaptor"], "@openfn/language-http@7.2.10");
 }
 

@@ -226,8 +226,13 @@ pub async fn job(pool: &AnyPool, project_id: &str, job_id: &str) -> UiResult<Job
 
 /// Writes the workflow's current jobs, triggers and edges as a new immutable
 /// snapshot and bumps its `lock_version`: every edit made in the UI becomes
-/// a snapshot, so later runs execute exactly what was saved. The body's shape
-/// (table columns as JSON fields) is documented in docs/ui.md.
+/// a snapshot, so later runs execute exactly what was saved. The body has
+/// the shape provisioning writes (`gabbro_store::provision::snapshot_body`,
+/// Lightning's snapshot JSON): `{id, name, lock_version, jobs[{id, name,
+/// adaptor, body, project_credential_id}], triggers[{id, type, enabled,
+/// cron_expression, custom_path}], edges[{id, source_trigger_id,
+/// source_job_id, target_job_id, condition_type, condition_expression,
+/// condition_label, enabled}]}`; a test pins it.
 pub async fn snapshot_workflow(
     tx: &mut Transaction<'static, Any>,
     workflow_id: &str,
@@ -241,7 +246,7 @@ pub async fn snapshot_workflow(
     .execute(&mut **tx)
     .await?;
     let w = sqlx::query(
-        "SELECT id, project_id, name, CAST(lock_version AS BIGINT) AS lock_version, CAST(concurrency AS BIGINT) AS concurrency \
+        "SELECT id, name, CAST(lock_version AS BIGINT) AS lock_version \
          FROM workflows WHERE id = $1",
     )
     .bind(workflow_id)
@@ -259,12 +264,12 @@ pub async fn snapshot_workflow(
                 "name": r.try_get::<String, _>("name")?,
                 "body": r.try_get::<String, _>("body")?,
                 "adaptor": r.try_get::<String, _>("adaptor")?,
-                "credential_id": r.try_get::<Option<String>, _>("credential_id")?,
+                "project_credential_id": r.try_get::<Option<String>, _>("credential_id")?,
             }))
         })
         .collect::<UiResult<_>>()?;
     let triggers: Vec<Value> = sqlx::query(
-        "SELECT id, type, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, custom_path, cron_expression, auth_type \
+        "SELECT id, type, CAST(CASE WHEN enabled THEN 1 ELSE 0 END AS BIGINT) AS enabled, custom_path, cron_expression \
          FROM triggers WHERE workflow_id = $1 ORDER BY inserted_at, id",
     )
     .bind(workflow_id)
@@ -278,7 +283,6 @@ pub async fn snapshot_workflow(
             "enabled": flag(r, "enabled")?,
             "custom_path": r.try_get::<Option<String>, _>("custom_path")?,
             "cron_expression": r.try_get::<Option<String>, _>("cron_expression")?,
-            "auth_type": r.try_get::<Option<String>, _>("auth_type")?,
         }))
     })
     .collect::<UiResult<_>>()?;
@@ -305,10 +309,8 @@ pub async fn snapshot_workflow(
     .collect::<UiResult<_>>()?;
     let body = json!({
         "id": workflow_id,
-        "project_id": w.try_get::<String, _>("project_id")?,
         "name": w.try_get::<String, _>("name")?,
         "lock_version": lock_version,
-        "concurrency": w.try_get::<Option<i64>, _>("concurrency")?,
         "jobs": jobs,
         "triggers": triggers,
         "edges": edges,

@@ -464,7 +464,7 @@ async fn with_a_public_key_only_runs_with_valid_tokens_execute() {
     .unwrap()
     .public_key_pem()
     .to_string();
-    let wrong = RunSigner::generate(1024)
+    let wrong = RunSigner::generate(2048)
         .unwrap()
         .public_key_pem()
         .to_string();

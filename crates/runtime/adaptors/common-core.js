@@ -741,9 +741,25 @@ const lodashFns = {
     return out;
   },
   omit: (o, ...paths) => {
-    const drop = new Set(flattenDepth(paths, Infinity).map(String));
+    const list = flattenDepth(paths, Infinity);
     const out = {};
-    for (const k of Object.keys(o || {})) if (!drop.has(k)) out[k] = o[k];
+    for (const k of Object.keys(o || {})) out[k] = o[k];
+    for (const p of list) {
+      if (p === undefined || p === null || hasOwn(out, String(p))) {
+        delete out[String(p)];
+        continue;
+      }
+      // deep path: copy the objects along it, then drop the leaf
+      const parts = toPath(p);
+      if (parts.length < 2) continue;
+      let cur = out;
+      for (let i = 0; i < parts.length - 1; i++) {
+        if (!isObjectLike(cur[parts[i]])) { cur = null; break; }
+        cur[parts[i]] = Array.isArray(cur[parts[i]]) ? cur[parts[i]].slice() : { ...cur[parts[i]] };
+        cur = cur[parts[i]];
+      }
+      if (cur) delete cur[parts[parts.length - 1]];
+    }
     return out;
   },
   omitBy: (o, pred) => {

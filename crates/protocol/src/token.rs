@@ -143,10 +143,16 @@ impl RunClaims {
 /// crate behind jsonwebtoken's `rust_crypto` backend; see docs/protocol.md);
 /// the tokens are ordinary RS256 JWTs that any verifier accepts.
 pub struct RunSigner {
-    key: ring::signature::RsaKeyPair,
+    key: SigningKey,
     rng: ring::rand::SystemRandom,
     private_pem: String,
     public_pem: String,
+}
+
+enum SigningKey {
+    Ring(Box<ring::signature::RsaKeyPair>),
+    /// Keys *ring* refuses (under 2048 bits): jsonwebtoken's pure-Rust path.
+    RustCrypto(EncodingKey),
 }
 
 impl RunSigner {
@@ -166,8 +172,8 @@ impl RunSigner {
         Self::from_private_pem(&pem_or_base64(value)?)
     }
 
-    /// A fresh key of `bits` bits (2048 is Lightning's; *ring* refuses
-    /// fewer than 2048).
+    /// A fresh key of `bits` bits (2048 is Lightning's; smaller keys, for
+    /// tests, sign through the slower pure-Rust path).
     pub fn generate(bits: usize) -> Result<RunSigner, TokenError> {
         let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
             .map_err(|e| TokenError::Key(e.to_string()))?;
@@ -183,8 +189,16 @@ impl RunSigner {
         let der = private
             .to_pkcs8_der()
             .map_err(|e| TokenError::Key(e.to_string()))?;
-        let key = ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes())
-            .map_err(|e| TokenError::Key(format!("RSA key refused: {e}")))?;
+        let key = match ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()) {
+            Ok(k) => SigningKey::Ring(Box::new(k)),
+            Err(_) => {
+                use rsa::pkcs1::EncodeRsaPrivateKey;
+                let pkcs1 = private
+                    .to_pkcs1_der()
+                    .map_err(|e| TokenError::Key(e.to_string()))?;
+                SigningKey::RustCrypto(EncodingKey::from_rsa_der(pkcs1.as_bytes()))
+            }
+        };
         let public_pem = private
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
@@ -214,6 +228,12 @@ impl RunSigner {
 
     pub fn sign(&self, claims: &RunClaims) -> Result<String, TokenError> {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let key = match &self.key {
+            SigningKey::Ring(k) => k,
+            SigningKey::RustCrypto(k) => {
+                return Ok(jsonwebtoken::encode(&header(Algorithm::RS256), claims, k)?);
+            }
+        };
         // `{"alg":"RS256"}`, as Lightning's tokens have.
         const HEADER: &str = "eyJhbGciOiJSUzI1NiJ9";
         let claims = serde_json::to_vec(claims).map_err(|e| TokenError::Key(e.to_string()))?;
@@ -221,15 +241,14 @@ impl RunSigner {
         token.push_str(HEADER);
         token.push('.');
         B64.encode_string(&claims, &mut token);
-        let mut sig = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &ring::signature::RSA_PKCS1_SHA256,
-                &self.rng,
-                token.as_bytes(),
-                &mut sig,
-            )
-            .map_err(|_| TokenError::Key("RSA signing failed".into()))?;
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &self.rng,
+            token.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| TokenError::Key("RSA signing failed".into()))?;
         token.push('.');
         B64.encode_string(&sig, &mut token);
         Ok(token)

@@ -635,3 +635,28 @@ on_both!(history_filters_paging_and_rerun);
 on_both!(run_inspector_and_retry);
 on_both!(live_logs_stream);
 on_both!(credentials_never_come_back);
+
+/// On PostgreSQL a retry wakes every node's claimers, as the store's ingest does.
+#[tokio::test]
+async fn retry_notifies_postgres_listeners() {
+    let db = TestDb::postgres().await;
+    let (s, mut c) = editor(&db).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("gabbro_run_available").await.unwrap();
+    let path = format!("/projects/{}/runs/{}", s.project_id, s.failed_run_id);
+    let page = c.get(&path).await;
+    let r = c
+        .post(
+            &format!("{path}/retry"),
+            &[("_csrf", &page.csrf()), ("step_id", &s.step2_id)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(n.payload(), s.workflow_id);
+    drop(listener);
+    db.cleanup().await;
+}

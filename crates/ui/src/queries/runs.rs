@@ -591,6 +591,15 @@ async fn enqueue(
         .bind(r.work_order_id)
         .execute(&mut **tx)
         .await?;
+    // As the store's ingest: on PostgreSQL, wake every node's claimers
+    // (delivered at commit); on SQLite the server's on_run_enqueued hook
+    // wakes its in-process workers.
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_notify('gabbro_run_available', $1)")
+            .bind(r.workflow_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(id)
 }
 

@@ -2460,47 +2460,138 @@ function parseCsv(csvData, parsingOptions = {}, callback) {
 }
 
 // JSON-schema validation (a subset of ajv's draft-07 keywords).
-function validateAgainst(schema, data, path, errors, schemaPath = '#') {
-  if (schema === true || schema === undefined) return;
+// Stops at the first failure, as ajv does by default (allErrors: false).
+// Keywords are checked in ajv's order: $ref, type, the keywords for any type,
+// then those of the data's type.
+function validateAgainst(schema, data, path, errors, schemaPath = '#', root = schema) {
+  if (schema === true || schema === undefined) return true;
   if (schema === false) {
     errors.push({ instancePath: path, schemaPath, keyword: 'false schema', params: {}, message: 'boolean schema is false' });
-    return;
+    return false;
   }
   const typeOf = v => (v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v);
-  const push = (keyword, message, params = {}) => errors.push({ instancePath: path, schemaPath: `${schemaPath}/${keyword}`, keyword, params, message });
+  const fail = (keyword, message, params = {}) => {
+    errors.push({ instancePath: path, schemaPath: `${schemaPath}/${keyword}`, keyword, params, message });
+    return false;
+  };
+  const sub = (subSchema, subData, subPath, subSchemaPath) => validateAgainst(subSchema, subData, subPath, errors, subSchemaPath, root);
+  const quiet = (subSchema, subData) => validateAgainst(subSchema, subData, path, [], schemaPath, root);
+  if (typeof schema.$ref === 'string') {
+    const m = /^#(\/.*)?$/.exec(schema.$ref);
+    if (!m) throw new Error(`can't resolve reference ${schema.$ref} from id #`);
+    const target = (m[1] || '').split('/').slice(1).reduce((o, k) => (o === undefined ? o : o[k.replace(/~1/g, '/').replace(/~0/g, '~')]), root);
+    if (target === undefined) throw new Error(`can't resolve reference ${schema.$ref} from id #`);
+    if (!sub(target, data, path, schema.$ref)) return false;
+  }
   if (schema.type) {
     const types = Array.isArray(schema.type) ? schema.type : [schema.type];
     const t = typeOf(data);
     const ok = types.some(x => x === t || (x === 'number' && t === 'integer'));
-    if (!ok) { push('type', `must be ${types.join(',')}`, { type: schema.type }); return; }
+    if (!ok) return fail('type', `must be ${types.join(',')}`, { type: schema.type });
   }
-  if (schema.enum && !schema.enum.some(v => isEqual(v, data))) push('enum', 'must be equal to one of the allowed values', { allowedValues: schema.enum });
-  if ('const' in schema && !isEqual(schema.const, data)) push('const', 'must be equal to constant', { allowedValue: schema.const });
-  if (typeof data === 'string') {
-    if (schema.minLength !== undefined && data.length < schema.minLength) push('minLength', `must NOT have fewer than ${schema.minLength} characters`, { limit: schema.minLength });
-    if (schema.maxLength !== undefined && data.length > schema.maxLength) push('maxLength', `must NOT have more than ${schema.maxLength} characters`, { limit: schema.maxLength });
-    if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(data)) push('pattern', `must match pattern "${schema.pattern}"`, { pattern: schema.pattern });
+  if (schema.format !== undefined) {
+    throw new Error(`unknown format "${schema.format}" ignored in schema at path "${schemaPath}"`);
+  }
+  if ('const' in schema && !isEqual(schema.const, data)) return fail('const', 'must be equal to constant', { allowedValue: schema.const });
+  if (schema.enum && !schema.enum.some(v => isEqual(v, data))) return fail('enum', 'must be equal to one of the allowed values', { allowedValues: schema.enum });
+  if (schema.not !== undefined && quiet(schema.not, data)) return fail('not', 'must NOT be valid');
+  if (Array.isArray(schema.anyOf)) {
+    const branchErrors = [];
+    const ok = schema.anyOf.some((sch, i) => validateAgainst(sch, data, path, branchErrors, `${schemaPath}/anyOf/${i}`, root));
+    if (!ok) {
+      pushAll(errors, branchErrors);
+      return fail('anyOf', 'must match a schema in anyOf');
+    }
+  }
+  if (Array.isArray(schema.oneOf)) {
+    const passing = [];
+    const branchErrors = [];
+    schema.oneOf.forEach((sch, i) => {
+      if (validateAgainst(sch, data, path, branchErrors, `${schemaPath}/oneOf/${i}`, root)) passing.push(i);
+    });
+    if (passing.length !== 1) {
+      if (!passing.length) pushAll(errors, branchErrors);
+      return fail('oneOf', 'must match exactly one schema in oneOf', { passingSchemas: passing.length ? passing.slice(0, 2) : null });
+    }
+  }
+  if (Array.isArray(schema.allOf)) {
+    for (let i = 0; i < schema.allOf.length; i++) if (!sub(schema.allOf[i], data, path, `${schemaPath}/allOf/${i}`)) return false;
   }
   if (typeof data === 'number') {
-    if (schema.minimum !== undefined && data < schema.minimum) push('minimum', `must be >= ${schema.minimum}`, { comparison: '>=', limit: schema.minimum });
-    if (schema.maximum !== undefined && data > schema.maximum) push('maximum', `must be <= ${schema.maximum}`, { comparison: '<=', limit: schema.maximum });
+    if (schema.maximum !== undefined && !(data <= schema.maximum)) return fail('maximum', `must be <= ${schema.maximum}`, { comparison: '<=', limit: schema.maximum });
+    if (schema.minimum !== undefined && !(data >= schema.minimum)) return fail('minimum', `must be >= ${schema.minimum}`, { comparison: '>=', limit: schema.minimum });
+    if (typeof schema.exclusiveMaximum === 'number' && !(data < schema.exclusiveMaximum)) return fail('exclusiveMaximum', `must be < ${schema.exclusiveMaximum}`, { comparison: '<', limit: schema.exclusiveMaximum });
+    if (typeof schema.exclusiveMinimum === 'number' && !(data > schema.exclusiveMinimum)) return fail('exclusiveMinimum', `must be > ${schema.exclusiveMinimum}`, { comparison: '>', limit: schema.exclusiveMinimum });
+    if (schema.multipleOf !== undefined) {
+      const q = data / schema.multipleOf;
+      if (Math.abs(Math.round(q) - q) > 1e-9) return fail('multipleOf', `must be multiple of ${schema.multipleOf}`, { multipleOf: schema.multipleOf });
+    }
   }
-  if (isPlainObject(data)) {
-    for (const req of schema.required || []) {
-      if (!hasOwn(data, req)) push('required', `must have required property '${req}'`, { missingProperty: req });
-    }
-    const props = schema.properties || {};
-    for (const k of Object.keys(props)) if (hasOwn(data, k)) validateAgainst(props[k], data[k], `${path}/${k}`, errors, `${schemaPath}/properties/${k}`);
-    if (schema.additionalProperties === false) {
-      for (const k of Object.keys(data)) if (!hasOwn(props, k)) push('additionalProperties', 'must NOT have additional properties', { additionalProperty: k });
-    }
+  if (typeof data === 'string') {
+    const len = Array.from(data).length;
+    if (schema.maxLength !== undefined && len > schema.maxLength) return fail('maxLength', `must NOT have more than ${schema.maxLength} characters`, { limit: schema.maxLength });
+    if (schema.minLength !== undefined && len < schema.minLength) return fail('minLength', `must NOT have fewer than ${schema.minLength} characters`, { limit: schema.minLength });
+    if (schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(data)) return fail('pattern', `must match pattern "${schema.pattern}"`, { pattern: schema.pattern });
   }
   if (Array.isArray(data)) {
-    if (schema.items && !Array.isArray(schema.items)) data.forEach((v, i) => validateAgainst(schema.items, v, `${path}/${i}`, errors, `${schemaPath}/items`));
-    if (schema.minItems !== undefined && data.length < schema.minItems) push('minItems', `must NOT have fewer than ${schema.minItems} items`, { limit: schema.minItems });
-    if (schema.maxItems !== undefined && data.length > schema.maxItems) push('maxItems', `must NOT have more than ${schema.maxItems} items`, { limit: schema.maxItems });
+    if (schema.maxItems !== undefined && data.length > schema.maxItems) return fail('maxItems', `must NOT have more than ${schema.maxItems} items`, { limit: schema.maxItems });
+    if (schema.minItems !== undefined && data.length < schema.minItems) return fail('minItems', `must NOT have fewer than ${schema.minItems} items`, { limit: schema.minItems });
+    if (schema.items !== undefined && !Array.isArray(schema.items)) {
+      for (let i = 0; i < data.length; i++) if (!sub(schema.items, data[i], `${path}/${i}`, `${schemaPath}/items`)) return false;
+    }
+    if (schema.uniqueItems === true) {
+      // ajv's two loops: by value for scalar item types, pairwise otherwise
+      const itemTypes = schema.items && schema.items.type !== undefined ? [].concat(schema.items.type) : [];
+      const scalar = itemTypes.length > 0 && itemTypes.every(t => ['number', 'integer', 'string', 'boolean', 'null'].includes(t));
+      if (scalar) {
+        const seen = new Map();
+        for (let i = data.length - 1; i >= 0; i--) {
+          const key = `${typeof data[i]}:${data[i]}`;
+          if (seen.has(key)) {
+            const j = seen.get(key);
+            return fail('uniqueItems', `must NOT have duplicate items (items ## ${j} and ${i} are identical)`, { i, j });
+          }
+          seen.set(key, i);
+        }
+      } else {
+        for (let i = data.length - 1; i > 0; i--) {
+          for (let j = i - 1; j >= 0; j--) {
+            if (isEqual(data[i], data[j])) return fail('uniqueItems', `must NOT have duplicate items (items ## ${j} and ${i} are identical)`, { i, j });
+          }
+        }
+      }
+    }
   }
+  if (isPlainObject(data)) {
+    const n = Object.keys(data).length;
+    if (schema.maxProperties !== undefined && n > schema.maxProperties) return fail('maxProperties', `must NOT have more than ${schema.maxProperties} properties`, { limit: schema.maxProperties });
+    if (schema.minProperties !== undefined && n < schema.minProperties) return fail('minProperties', `must NOT have fewer than ${schema.minProperties} properties`, { limit: schema.minProperties });
+    for (const req of schema.required || []) {
+      if (!hasOwn(data, req)) return fail('required', `must have required property '${req}'`, { missingProperty: req });
+    }
+    const props = schema.properties || {};
+    const patterns = Object.keys(schema.patternProperties || {});
+    if (schema.additionalProperties !== undefined && schema.additionalProperties !== true) {
+      for (const k of Object.keys(data)) {
+        if (hasOwn(props, k) || patterns.some(pt => new RegExp(pt, 'u').test(k))) continue;
+        if (schema.additionalProperties === false) return fail('additionalProperties', 'must NOT have additional properties', { additionalProperty: k });
+        if (!sub(schema.additionalProperties, data[k], `${path}/${k}`, `${schemaPath}/additionalProperties`)) return false;
+      }
+    }
+    for (const k of Object.keys(props)) {
+      if (hasOwn(data, k) && !sub(props[k], data[k], `${path}/${k}`, `${schemaPath}/properties/${k}`)) return false;
+    }
+    for (const pt of patterns) {
+      const re = new RegExp(pt, 'u');
+      for (const k of Object.keys(data)) {
+        if (re.test(k) && !sub(schema.patternProperties[pt], data[k], `${path}/${k}`, `${schemaPath}/patternProperties/${encodeURIComponent(pt.replace(/~/g, '~0').replace(/\//g, '~1'))}`)) return false;
+      }
+    }
+  }
+  return true;
 }
+
+const schemaCache = {};
 
 function validate(schema = 'schema', data = 'data') {
   return async state => {
@@ -2516,10 +2607,15 @@ function validate(schema = 'schema', data = 'data') {
         resolvedSchema = JSONPath({ path: resolvedSchema, json: state })[0];
       }
     }
+    // OpenFn caches the compiled schema under its $id, or "schema" when it
+    // has none, for the rest of the run: a later schema without $id is
+    // ignored in favour of the first one. Reproduced.
+    const schemaId = (resolvedSchema && resolvedSchema.$id) || 'schema';
+    if (!hasOwn(schemaCache, schemaId)) schemaCache[schemaId] = resolvedSchema;
     const errors = [];
-    validateAgainst(resolvedSchema, resolvedData, '', errors);
-    // ajv's default (allErrors: false) reports the first failure only
-    if (errors.length) state.validationErrors.push({ data: state.data, errors: errors.slice(0, 1) });
+    if (!validateAgainst(schemaCache[schemaId], resolvedData, '', errors)) {
+      state.validationErrors.push({ data: state.data, errors });
+    }
     return state;
   };
 }

@@ -398,3 +398,28 @@ async fn module_parse_vs_evaluate_cost() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn validate_reports_like_ajv_and_caches_the_first_schema() {
+    let v = common(
+        r#"const s = await A.execute(
+             A.validate({ type: 'object', required: ['a'] }, '$.data'),
+             A.validate({ type: 'object', required: ['zzz'] }, '$.data'),
+             A.validate({ $id: 'x', anyOf: [{ type: 'string' }, { type: 'number' }] }, st => true),
+           )({ data: { b: 1 } });
+           return s.validationErrors.map(v => v.errors.map(e => e.keyword + ' ' + e.message));"#,
+    )
+    .await;
+    assert_eq!(
+        v,
+        serde_json::json!([
+            ["required must have required property 'a'"],
+            ["required must have required property 'a'"],
+            [
+                "type must be string",
+                "type must be number",
+                "anyOf must match a schema in anyOf"
+            ]
+        ])
+    );
+}

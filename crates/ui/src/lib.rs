@@ -20,6 +20,7 @@ pub mod password;
 pub mod queries;
 pub mod search;
 pub mod session;
+pub mod throttle;
 pub mod time;
 pub mod vault;
 
@@ -49,6 +50,7 @@ struct Inner {
     secure_cookies: bool,
     run_enqueued: Option<Hook>,
     workers: Option<WorkersHook>,
+    throttle: Arc<throttle::SignInThrottle>,
 }
 
 /// Everything the pages need; cheap to clone.
@@ -68,6 +70,7 @@ impl UiState {
                 secure_cookies: false,
                 run_enqueued: None,
                 workers: None,
+                throttle: Arc::default(),
             }),
         }
     }
@@ -94,6 +97,7 @@ impl UiState {
                 secure_cookies: shared.secure_cookies,
                 run_enqueued: shared.run_enqueued.clone(),
                 workers: shared.workers.clone(),
+                throttle: shared.throttle.clone(),
             },
         };
         f(&mut inner);
@@ -131,6 +135,10 @@ impl UiState {
 
     pub fn secure_cookies(&self) -> bool {
         self.inner.secure_cookies
+    }
+
+    pub(crate) fn throttle(&self) -> &throttle::SignInThrottle {
+        &self.inner.throttle
     }
 
     pub(crate) fn notify_run_enqueued(&self) {

@@ -64,6 +64,11 @@ pub fn set_cookie(state: &UiState, name: &str, value: &str, max_age_s: i64) -> S
 pub async fn create(state: &UiState, user_id: &str) -> UiResult<String> {
     let token = random_token();
     let now = now_us();
+    // Expired sessions go when new ones come: no separate cleaner needed.
+    sqlx::query("DELETE FROM ui_sessions WHERE expires_at < $1")
+        .bind(now)
+        .execute(state.pool())
+        .await?;
     sqlx::query(
         "INSERT INTO ui_sessions (id, user_id, csrf_token, inserted_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
     )

@@ -465,3 +465,30 @@ async fn a_user_without_a_role_cannot_see_the_project() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_account_for_a_while() {
+    let (db, _s, mut c) = setup().await;
+    for _ in 0..gabbro_ui::throttle::MAX_FAILURES {
+        assert_eq!(
+            c.sign_in("editor@example.org", "wrong-password!")
+                .await
+                .status,
+            401
+        );
+    }
+    let locked = c.sign_in("editor@example.org", EDITOR_PASSWORD).await;
+    assert_eq!(
+        locked.status, 429,
+        "even the right password waits out the window"
+    );
+    assert!(locked.body.contains("Too many failed sign-ins"));
+    // Other accounts are not affected.
+    assert_eq!(
+        c.sign_in("viewer@example.org", VIEWER_PASSWORD)
+            .await
+            .status,
+        303
+    );
+    db.cleanup().await;
+}

@@ -75,6 +75,19 @@ pub async fn sign_in(
     }
     let email = form.text("email").to_lowercase();
     let password = form.get("password").unwrap_or("");
+    if let Some(wait) = state.throttle().locked_for(&email) {
+        tracing::warn!("ui: sign-in refused, too many failures for one account");
+        let mut resp = sign_in_page(
+            &state,
+            email,
+            Some(format!(
+                "Too many failed sign-ins for this account. Try again in {} minute(s).",
+                wait.div_ceil(60)
+            )),
+        )?;
+        *resp.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+        return Ok(resp);
+    }
     let row = sqlx::query("SELECT id, password_hash FROM users WHERE LOWER(email) = $1")
         .bind(&email)
         .fetch_optional(state.pool())
@@ -93,9 +106,11 @@ pub async fn sign_in(
         None => None,
     };
     let Some(user_id) = user_id else {
+        state.throttle().record_failure(&email);
         tracing::info!("ui: failed sign-in");
         return sign_in_page(&state, email, Some("Wrong email or password.".into()));
     };
+    state.throttle().record_success(&email);
     let token = session::create(&state, &user_id).await?;
     let mut resp = Redirect::to("/projects").into_response();
     let c = session::set_cookie(&state, SESSION_COOKIE, &token, 7 * 24 * 3600);

@@ -164,6 +164,11 @@ impl Store {
         }
     }
 
+    /// The SQLite writer, if this store runs on SQLite.
+    pub(crate) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
+        self.writer.as_ref()
+    }
+
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         match self.db {

@@ -42,11 +42,11 @@ pub struct Ingested {
 }
 
 #[derive(sqlx::FromRow)]
-struct TriggerTarget {
-    workflow_id: String,
-    project_id: String,
-    retention_policy: String,
-    snapshot_id: Option<String>,
+pub(crate) struct TriggerTarget {
+    pub(crate) workflow_id: String,
+    pub(crate) project_id: String,
+    pub(crate) retention_policy: String,
+    pub(crate) snapshot_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,6 +66,9 @@ impl Store {
     /// Errors: [`StoreError::NotFound`] for an unknown trigger,
     /// [`StoreError::Rejected`] when its workflow has no snapshot.
     pub async fn ingest_webhook(&self, req: WebhookIngest) -> Result<Ingested> {
+        if let Some(w) = self.sqlite_writer() {
+            return w.ingest(req).await;
+        }
         let key = req.idempotency_key.clone();
         let trigger = req.trigger_id.clone();
         let out = self
@@ -85,7 +88,29 @@ impl Store {
     }
 }
 
-async fn find_existing(c: &mut Conn<'_>, trigger_id: &str, key: &str) -> Result<Option<Ingested>> {
+/// The workflow, project and latest snapshot a trigger starts.
+pub(crate) async fn load_target(
+    c: &mut Conn<'_>,
+    trigger_id: &str,
+) -> Result<Option<TriggerTarget>> {
+    Ok(fetch_optional!(
+        c,
+        TriggerTarget,
+        "SELECT w.id AS workflow_id, w.project_id, p.retention_policy,
+                (SELECT s.id FROM workflow_snapshots s WHERE s.workflow_id = w.id
+                  ORDER BY s.lock_version DESC LIMIT 1) AS snapshot_id
+         FROM triggers t JOIN workflows w ON w.id = t.workflow_id
+         JOIN projects p ON p.id = w.project_id
+         WHERE t.id = $1",
+        trigger_id
+    )?)
+}
+
+pub(crate) async fn find_existing(
+    c: &mut Conn<'_>,
+    trigger_id: &str,
+    key: &str,
+) -> Result<Option<Ingested>> {
     let row = fetch_optional!(
         c,
         Existing,
@@ -105,24 +130,15 @@ async fn find_existing(c: &mut Conn<'_>, trigger_id: &str, key: &str) -> Result<
     }))
 }
 
-async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<Ingested> {
+pub(crate) async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<Ingested> {
     if let Some(key) = &req.idempotency_key
         && let Some(found) = find_existing(c, &req.trigger_id, key).await?
     {
         return Ok(found);
     }
-    let t = fetch_optional!(
-        c,
-        TriggerTarget,
-        "SELECT w.id AS workflow_id, w.project_id, p.retention_policy,
-                (SELECT s.id FROM workflow_snapshots s WHERE s.workflow_id = w.id
-                  ORDER BY s.lock_version DESC LIMIT 1) AS snapshot_id
-         FROM triggers t JOIN workflows w ON w.id = t.workflow_id
-         JOIN projects p ON p.id = w.project_id
-         WHERE t.id = $1",
-        &req.trigger_id
-    )?
-    .ok_or_else(|| StoreError::not_found("trigger", &req.trigger_id))?;
+    let t = load_target(c, &req.trigger_id)
+        .await?
+        .ok_or_else(|| StoreError::not_found("trigger", &req.trigger_id))?;
     let snapshot_id = t
         .snapshot_id
         .ok_or_else(|| StoreError::rejected("workflow", "has no snapshot; deploy it first"))?;

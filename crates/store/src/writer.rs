@@ -15,20 +15,29 @@ use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::WriteOp;
-use crate::{Conn, Result, StoreError};
+use crate::ingest_batch::ingest_group;
+use crate::{Conn, Ingested, Result, StoreError, WebhookIngest};
 
 /// Runs the operation in the open transaction; returns whether it succeeded
 /// and what to do once the batch's commit outcome is known.
 type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Done> + Send>;
-/// Called with the commit's outcome (`Err` = message of the commit error).
-type Done = (
-    bool,
-    Box<dyn FnOnce(std::result::Result<(), String>) + Send>,
-);
+/// Whether the operation succeeded, and its reply.
+type Done = (bool, Reply);
+/// Called with the commit's outcome (`Err` = message of the commit error)
+/// to deliver an operation's result.
+type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
 enum Msg {
     Job(Job),
+    /// Webhook ingests are data, not closures, so the writer can insert all
+    /// of a batch's ingests with a few multi-row statements.
+    Ingest(WebhookIngest, oneshot::Sender<Result<Ingested>>),
     Stop(oneshot::Sender<()>),
+}
+
+enum Item {
+    Job(Job),
+    Ingest(WebhookIngest, oneshot::Sender<Result<Ingested>>),
 }
 
 /// Handle to the writer task.
@@ -53,17 +62,16 @@ impl SqliteWriter {
             Box::pin(async move {
                 let out = op(Conn::Sqlite(conn)).await;
                 let ok = out.is_ok();
-                let done: Box<dyn FnOnce(std::result::Result<(), String>) + Send> =
-                    Box::new(move |commit| {
-                        let reply = match commit {
-                            Ok(()) => out,
-                            // The operation's own error explains more than the
-                            // commit's, and it was rolled back either way.
-                            Err(_) if out.is_err() => out,
-                            Err(msg) => Err(StoreError::Commit(msg)),
-                        };
-                        let _ = reply_tx.send(reply);
-                    });
+                let done: Reply = Box::new(move |commit| {
+                    let reply = match commit {
+                        Ok(()) => out,
+                        // The operation's own error explains more than the
+                        // commit's, and it was rolled back either way.
+                        Err(_) if out.is_err() => out,
+                        Err(msg) => Err(StoreError::Commit(msg)),
+                    };
+                    let _ = reply_tx.send(reply);
+                });
                 (ok, done)
             })
         });
@@ -71,6 +79,17 @@ impl SqliteWriter {
             .send(Msg::Job(job))
             .map_err(|_| StoreError::WriterGone)?;
         reply_rx.await.map_err(|_| {
+            StoreError::Commit("the writer could not begin a transaction or stopped".into())
+        })?
+    }
+
+    /// Queues a webhook ingest for the next batch's group insert.
+    pub(crate) async fn ingest(&self, req: WebhookIngest) -> Result<Ingested> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Ingest(req, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| {
             StoreError::Commit("the writer could not begin a transaction or stopped".into())
         })?
     }
@@ -89,14 +108,19 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Msg>, m
     while stop.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut batch = Vec::new();
-        match first {
-            Msg::Job(j) => batch.push(j),
+        let mut push = |m: Msg, batch: &mut Vec<Item>| match m {
+            Msg::Job(j) => batch.push(Item::Job(j)),
+            Msg::Ingest(r, tx) => batch.push(Item::Ingest(r, tx)),
             Msg::Stop(s) => stop = Some(s),
-        }
-        while batch.len() < max_batch && stop.is_none() {
+        };
+        push(first, &mut batch);
+        while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Stop(s)) => stop = Some(s),
+                Ok(Msg::Stop(s)) => {
+                    push(Msg::Stop(s), &mut batch);
+                    break;
+                }
+                Ok(m) => push(m, &mut batch),
                 Err(_) => break,
             }
         }
@@ -110,30 +134,56 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Msg>, m
     }
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
+async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Item>) {
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         let msg = e.to_string();
         tracing::error!(error = %msg, "sqlite writer could not begin a transaction");
-        // Dropping the jobs unrun closes their reply channels: each caller
+        // Dropping the items unrun closes their reply channels: each caller
         // gets a `Commit` error and nothing was written.
         drop(batch);
         return;
     }
-    let mut dones = Vec::with_capacity(batch.len());
-    for job in batch {
-        // Savepoints nest: each operation opens one and a failing one rolls
-        // back to its own. They are not released one by one (COMMIT
-        // releases them all), which saves a round trip per operation.
-        if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *conn).await {
-            tracing::error!(error = %e, "sqlite writer savepoint failed");
+    let mut dones: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut items = batch.into_iter().peekable();
+    while let Some(item) = items.next() {
+        match item {
+            Item::Job(job) => {
+                // Savepoints nest: each operation opens one and a failing
+                // one rolls back to its own. They are not released one by
+                // one (COMMIT releases them all), saving a round trip.
+                if let Err(e) = sqlx::query("SAVEPOINT op").execute(&mut *conn).await {
+                    tracing::error!(error = %e, "sqlite writer savepoint failed");
+                }
+                let (ok, done) = job(&mut *conn).await;
+                if !ok {
+                    let _ = sqlx::query("ROLLBACK TO SAVEPOINT op")
+                        .execute(&mut *conn)
+                        .await;
+                }
+                dones.push(done);
+            }
+            Item::Ingest(req, tx) => {
+                // This ingest and every ingest right after it: one group.
+                let mut reqs = vec![req];
+                let mut replies = vec![tx];
+                while let Some(Item::Ingest(..)) = items.peek() {
+                    if let Some(Item::Ingest(r, t)) = items.next() {
+                        reqs.push(r);
+                        replies.push(t);
+                    }
+                }
+                let results = ingest_group(&mut *conn, reqs).await;
+                for (result, reply) in results.into_iter().zip(replies) {
+                    dones.push(Box::new(move |commit| {
+                        let _ = reply.send(match commit {
+                            Ok(()) => result,
+                            Err(_) if result.is_err() => result,
+                            Err(msg) => Err(StoreError::Commit(msg)),
+                        });
+                    }));
+                }
+            }
         }
-        let (ok, done) = job(&mut *conn).await;
-        if !ok {
-            let _ = sqlx::query("ROLLBACK TO SAVEPOINT op")
-                .execute(&mut *conn)
-                .await;
-        }
-        dones.push(done);
     }
     let outcome = match sqlx::query("COMMIT").execute(&mut *conn).await {
         Ok(_) => Ok(()),

@@ -32,14 +32,14 @@ impl SignInThrottle {
 
     pub fn record_failure(&self, email: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(email) {
-            if let Some(oldest) = map
+        if map.len() >= MAX_TRACKED
+            && !map.contains_key(email)
+            && let Some(oldest) = map
                 .iter()
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+        {
+            map.remove(&oldest);
         }
         let entry = map.entry(email.to_string()).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= WINDOW {

@@ -397,3 +397,22 @@ async fn events_come_in_order_with_step_keys_and_leaves() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn buffer_from_works_and_its_constructor_throws() {
+    let r = run(
+        "fn(state => ({ ...state, b64: Buffer.from('user:pässword').toString('base64'), \
+         back: Buffer.from('dXNlcjpww6Rzc3dvcmQ=', 'base64').toString(), hex: Buffer.from('hi').toString('hex'), \
+         isBuf: Buffer.isBuffer(Buffer.from([1, 2])), len: Buffer.byteLength('ä') }));",
+    )
+    .await;
+    assert_eq!(r.reason, ExitReason::Success, "{r:?}");
+    let s = r.final_state.unwrap();
+    assert_eq!(s["b64"], "dXNlcjpww6Rzc3dvcmQ=");
+    assert_eq!(s["back"], "user:pässword");
+    assert_eq!(s["hex"], "6869");
+    assert_eq!(s["isBuf"], true);
+    assert_eq!(s["len"], 2);
+    let r = run("fn(state => ({ ...state, b: new Buffer(3) }));").await;
+    assert_eq!(r.reason, ExitReason::Fail, "{r:?}");
+}

@@ -61,6 +61,135 @@ export function adaptorLog(level, ...args) {
   host.log(lvl, 'ADA', safeJson(args));
 }
 
+// ------------------------------------------------------------------ Buffer
+
+// OpenFn's sandbox has a `Buffer` whose constructor throws but whose
+// `Buffer.from(...)` works; jobs use it for base64 (basic auth headers).
+// This is the common subset: utf8, base64, hex, latin1/binary, ascii.
+function utf8Encode(str) {
+  const out = [];
+  for (let i = 0; i < str.length; i++) {
+    let c = str.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < str.length) {
+      const d = str.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+      } else c = 0xfffd;
+    } else if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd;
+    if (c < 0x80) out.push(c);
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  return out;
+}
+function utf8Decode(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    let c, n;
+    if (b < 0x80) { c = b; n = 1; }
+    else if (b >= 0xc2 && b < 0xe0) { c = b & 31; n = 2; }
+    else if (b >= 0xe0 && b < 0xf0) { c = b & 15; n = 3; }
+    else if (b >= 0xf0 && b < 0xf5) { c = b & 7; n = 4; }
+    else { out += '\ufffd'; i++; continue; }
+    let ok = i + n <= bytes.length;
+    for (let k = 1; ok && k < n; k++) {
+      if ((bytes[i + k] & 0xc0) !== 0x80) ok = false;
+      else c = (c << 6) | (bytes[i + k] & 63);
+    }
+    if (!ok) { out += '\ufffd'; i++; continue; }
+    out += String.fromCodePoint(c);
+    i += n;
+  }
+  return out;
+}
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+function base64Encode(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+    out += B64[(n >> 18) & 63] + B64[(n >> 12) & 63];
+    out += i + 1 < bytes.length ? B64[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.length ? B64[n & 63] : '=';
+  }
+  return out;
+}
+function base64Decode(str) {
+  const clean = String(str).replace(/[^A-Za-z0-9+/\-_]/g, '').replace(/-/g, '+').replace(/_/g, '/');
+  const out = [];
+  let bits = 0, acc = 0;
+  for (const ch of clean) {
+    acc = (acc << 6) | B64.indexOf(ch);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push((acc >> bits) & 255);
+    }
+  }
+  return out;
+}
+class Buffer extends Uint8Array {
+  static from(value, encoding, length) {
+    let bytes;
+    if (typeof value === 'string') {
+      const enc = String(encoding || 'utf8').toLowerCase();
+      if (enc === 'base64' || enc === 'base64url') bytes = base64Decode(value);
+      else if (enc === 'hex') {
+        bytes = [];
+        for (let i = 0; i + 1 < value.length; i += 2) {
+          const b = parseInt(value.slice(i, i + 2), 16);
+          if (Number.isNaN(b)) break;
+          bytes.push(b);
+        }
+      } else if (enc === 'latin1' || enc === 'binary' || enc === 'ascii') {
+        bytes = Array.from(value, (c) => c.charCodeAt(0) & 255);
+      } else bytes = utf8Encode(value);
+    } else if (value instanceof ArrayBuffer) {
+      bytes = new Uint8Array(value, encoding || 0, length);
+    } else if (value && typeof value === 'object' && value.type === 'Buffer' && Array.isArray(value.data)) {
+      bytes = value.data;
+    } else bytes = Array.from(value || []);
+    // Build a Buffer without running its (throwing) constructor.
+    return Reflect.construct(Uint8Array, [bytes], Buffer);
+  }
+  static alloc(size, fill) {
+    const b = Reflect.construct(Uint8Array, [size], Buffer);
+    if (fill !== undefined) b.fill(typeof fill === 'number' ? fill : Buffer.from(String(fill))[0]);
+    return b;
+  }
+  static isBuffer(b) { return b instanceof Buffer; }
+  // slice/map/filter make plain Uint8Arrays (the constructor throws).
+  static get [Symbol.species]() { return Uint8Array; }
+  static byteLength(s, enc) { return typeof s === 'string' ? Buffer.from(s, enc).length : s.byteLength; }
+  static concat(list) {
+    const total = list.reduce((n, b) => n + b.length, 0);
+    const out = Buffer.alloc(total);
+    let at = 0;
+    for (const b of list) { out.set(b, at); at += b.length; }
+    return out;
+  }
+  constructor() {
+    super(0);
+    throw new Error('Buffer() is deprecated; use Buffer.from, Buffer.alloc');
+  }
+  toString(encoding = 'utf8') {
+    const enc = String(encoding).toLowerCase();
+    if (enc === 'base64') return base64Encode(this);
+    if (enc === 'base64url') return base64Encode(this).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    if (enc === 'hex') return Array.from(this, (b) => b.toString(16).padStart(2, '0')).join('');
+    if (enc === 'latin1' || enc === 'binary' || enc === 'ascii') {
+      let out = '';
+      for (let i = 0; i < this.length; i += 8192) out += String.fromCharCode(...this.subarray(i, i + 8192));
+      return out;
+    }
+    return utf8Decode(this);
+  }
+  toJSON() { return { type: 'Buffer', data: Array.from(this) }; }
+  equals(other) { return this.length === other.length && this.every((b, i) => b === other[i]); }
+}
+
 // ------------------------------------------------------------------ sandbox
 
 /// Installs console and timers. `nativeLog(level, source, json)`,
@@ -71,6 +200,7 @@ export function install(nativeLog, nativeSleep) {
   let nextId = 1;
   const delay = (ms) => Math.max(0, Number(ms) || 0);
   globalThis.console = makeConsole('JOB');
+  globalThis.Buffer = Buffer;
   globalThis.setTimeout = function setTimeout(cb, ms, ...args) {
     const id = nextId++;
     live.add(id);

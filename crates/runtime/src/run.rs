@@ -400,11 +400,14 @@ async fn execute_inner(
             && payload_limit > 0
             && text.len() > payload_limit
         {
-            // OpenFn's engine: the payload is withheld, and the state passed on
-            // is redacted too.
+            // OpenFn's engine: the payload is withheld, and `data` of the
+            // state passed on (and of a final state) becomes "[REDACTED]".
             redacted = true;
             output_json = None;
-            let mut m = Map::new();
+            let mut m = match output.take() {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
             m.insert("data".into(), Value::String("[REDACTED]".into()));
             output = Some(Value::Object(m));
             on_event(Event::Log(policy.runtime_line(

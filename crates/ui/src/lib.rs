@@ -199,6 +199,11 @@ pub fn router(state: UiState) -> Router {
             "/projects/{pid}/credentials/{cid}/delete",
             post(credentials::delete),
         )
+        .route(
+            "/projects/{pid}/members",
+            get(members::list).post(members::set_role),
+        )
+        .route("/users", get(members::users).post(members::create_user))
         .route("/queue", get(queue::dashboard))
         .with_state(state)
 }

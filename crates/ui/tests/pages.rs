@@ -609,6 +609,205 @@ async fn credentials_never_come_back(db: &TestDb) {
     assert!(q.body.contains("Finished in the last hour: 3"));
 }
 
+async fn accounts_and_members(db: &TestDb) {
+    let (s, mut editor) = editor(db).await;
+    let mut admin = Client::new(editor.base.trim_start_matches("http://").parse().unwrap());
+    admin.sign_in("admin@localhost", ADMIN_PASSWORD).await;
+    let f = admin.get("/password").await;
+    admin
+        .post(
+            "/password",
+            &[
+                ("_csrf", &f.csrf()),
+                ("current", ADMIN_PASSWORD),
+                ("new", "new-admin-password"),
+                ("confirm", "new-admin-password"),
+            ],
+        )
+        .await;
+    // Only superusers manage accounts.
+    assert_eq!(editor.get("/users").await.status, 403);
+    let users = admin.get("/users").await;
+    assert_eq!(users.status, 200);
+    let short = admin
+        .post(
+            "/users",
+            &[
+                ("_csrf", &users.csrf()),
+                ("email", "nurse@example.org"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, 400);
+    let made = admin
+        .post(
+            "/users",
+            &[
+                ("_csrf", &users.csrf()),
+                ("email", "Nurse@Example.org"),
+                ("password", "temporary-pass-1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (made.status, made.location.as_deref()),
+        (303, Some("/users?done=1"))
+    );
+    let dup = admin
+        .post(
+            "/users",
+            &[
+                ("_csrf", &users.csrf()),
+                ("email", "nurse@example.org"),
+                ("password", "temporary-pass-1"),
+            ],
+        )
+        .await;
+    assert_eq!(dup.status, 400);
+    // The new account must change its password, and sees no project yet.
+    let mut nurse = Client::new(editor.base.trim_start_matches("http://").parse().unwrap());
+    assert_eq!(
+        nurse
+            .sign_in("nurse@example.org", "temporary-pass-1")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        nurse.get("/projects").await.location.as_deref(),
+        Some("/password")
+    );
+    let f = nurse.get("/password").await;
+    nurse
+        .post(
+            "/password",
+            &[
+                ("_csrf", &f.csrf()),
+                ("current", "temporary-pass-1"),
+                ("new", "nurse-own-password"),
+                ("confirm", "nurse-own-password"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        nurse
+            .get(&format!("/projects/{}", s.project_id))
+            .await
+            .status,
+        404
+    );
+    // An editor cannot add members; the owner (superuser) can.
+    let members = format!("/projects/{}/members", s.project_id);
+    let ep = editor.get(&members).await;
+    assert_eq!(ep.status, 200);
+    assert!(!ep.body.contains("Add a member"));
+    let refused = editor
+        .post(
+            &members,
+            &[
+                ("_csrf", &ep.csrf()),
+                ("email", "nurse@example.org"),
+                ("role", "viewer"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let mp = admin.get(&members).await;
+    let added = admin
+        .post(
+            &members,
+            &[
+                ("_csrf", &mp.csrf()),
+                ("email", "nurse@example.org"),
+                ("role", "viewer"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 303);
+    assert_eq!(
+        nurse
+            .get(&format!("/projects/{}", s.project_id))
+            .await
+            .status,
+        200
+    );
+    let unknown = admin
+        .post(
+            &members,
+            &[
+                ("_csrf", &mp.csrf()),
+                ("email", "nobody@example.org"),
+                ("role", "viewer"),
+            ],
+        )
+        .await;
+    assert_eq!(unknown.status, 400);
+    // Promote the nurse to admin: they may manage members but not grant owner.
+    admin
+        .post(
+            &members,
+            &[
+                ("_csrf", &mp.csrf()),
+                ("email", "nurse@example.org"),
+                ("role", "admin"),
+            ],
+        )
+        .await;
+    let np = nurse.get(&members).await;
+    assert!(np.body.contains("Add a member"));
+    let owner = nurse
+        .post(
+            &members,
+            &[
+                ("_csrf", &np.csrf()),
+                ("email", "viewer@example.org"),
+                ("role", "owner"),
+            ],
+        )
+        .await;
+    assert_eq!(owner.status, 403);
+    let removed = nurse
+        .post(
+            &members,
+            &[
+                ("_csrf", &np.csrf()),
+                ("email", "viewer@example.org"),
+                ("role", "remove"),
+            ],
+        )
+        .await;
+    assert_eq!(removed.status, 303);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM project_users WHERE project_id = $1")
+        .bind(&s.project_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "editor and nurse remain");
+    // A project keeps one owner.
+    admin
+        .post(
+            &members,
+            &[
+                ("_csrf", &mp.csrf()),
+                ("email", "editor@example.org"),
+                ("role", "owner"),
+            ],
+        )
+        .await;
+    let last = admin
+        .post(
+            &members,
+            &[
+                ("_csrf", &mp.csrf()),
+                ("email", "editor@example.org"),
+                ("role", "viewer"),
+            ],
+        )
+        .await;
+    assert_eq!(last.status, 400);
+}
+
 macro_rules! on_both {
     ($name:ident) => {
         mod $name {
@@ -635,6 +834,7 @@ on_both!(history_filters_paging_and_rerun);
 on_both!(run_inspector_and_retry);
 on_both!(live_logs_stream);
 on_both!(credentials_never_come_back);
+on_both!(accounts_and_members);
 
 /// On PostgreSQL a retry wakes every node's claimers, as the store's ingest does.
 #[tokio::test]

@@ -49,6 +49,8 @@ async fn no_page_or_action_is_reachable_without_a_session() {
         format!("/projects/{p}/credentials"),
         format!("/projects/{p}/credentials/{}", s.credential_id),
         "/queue".to_string(),
+        "/users".to_string(),
+        format!("/projects/{p}/members"),
         "/password".to_string(),
     ];
     for path in &gets {
@@ -69,6 +71,8 @@ async fn no_page_or_action_is_reachable_without_a_session() {
         format!("/projects/{p}/credentials/{}", s.credential_id),
         format!("/projects/{p}/credentials/{}/delete", s.credential_id),
         "/password".to_string(),
+        "/users".to_string(),
+        format!("/projects/{p}/members"),
         "/sign-out".to_string(),
     ];
     for path in &posts {

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod auth;
 pub mod credentials;
 pub mod history;
+pub mod members;
 pub mod projects;
 pub mod queue;
 pub mod runs;

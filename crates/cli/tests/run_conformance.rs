@@ -256,3 +256,79 @@ async fn child_mode_streams_events_for_consecutive_runs_and_exits_on_eof() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn child_mode_serves_a_piped_request_then_exits_at_eof() {
+    let mut child = tokio::process::Command::new(GABBRO)
+        .arg("__child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let request = json!({
+        "plan": {"workflow": {"steps": [{"id": "a", "expression": "fn(state => new Promise(r => setTimeout(() => r({ ok: 1 }), 100)));"}]}},
+        "input": {},
+        "limits": {"timeout_ms": 10000, "memory_limit_mb": 128, "payload_limit_mb": 10.0, "log_payload_limit_mb": 1.0}
+    });
+    stdin
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("child did not exit after EOF")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let event: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(event["event"], "run-complete");
+    assert_eq!(event["reason"], "success");
+}
+
+#[tokio::test]
+async fn child_mode_exits_mid_run_when_its_parent_dies() {
+    // `sh` starts the child busy in a run (its stdin an open pipe) and exits
+    // a second later: the child is re-parented and must leave by itself.
+    let dir = scratch("orphan");
+    let request = dir.join("request.json");
+    let body = json!({
+        "plan": {"workflow": {"steps": [{"id": "a", "expression": "fn(state => { while (true) {} });"}]}},
+        "input": {},
+        "limits": {"timeout_ms": 60000, "memory_limit_mb": 128, "payload_limit_mb": 10.0, "log_payload_limit_mb": 1.0}
+    });
+    std::fs::write(&request, format!("{body}\n")).unwrap();
+    let script = format!(
+        "(cat {}; sleep 30) 2>/dev/null | {GABBRO} __child >/dev/null 2>&1 & echo $!; sleep 1",
+        request.display()
+    );
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .await
+        .unwrap();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("child pid");
+    let proc_dir = format!("/proc/{pid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&proc_dir).exists()
+        && !std::fs::read_to_string(format!("{proc_dir}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} still running after its parent died"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

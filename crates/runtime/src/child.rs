@@ -2,10 +2,11 @@
 //!
 //! Protocol: the parent writes one [`ChildRequest`] per line on stdin; the
 //! child answers with one [`Event`] per line on stdout, ending with
-//! `run-complete`, then waits for the next request. One run at a time. The
-//! child exits 0 when stdin reaches EOF — also in the middle of a run, so a
-//! parent that dies (closing the pipe) takes its child down with it; the
-//! worker need not set `PR_SET_PDEATHSIG` (it may still `kill_on_drop`).
+//! `run-complete`, then waits for the next request. One run at a time. At
+//! stdin EOF the child finishes the requests it has read, then exits 0. If its
+//! parent dies (the child is re-parented), it exits at once, also in the
+//! middle of a run: it checks its parent id every 250 ms, so the worker need
+//! not set `PR_SET_PDEATHSIG` (it may, and may `kill_on_drop` too).
 //!
 //! A run cannot take the child down silently: a panic inside the runtime is
 //! caught and reported as `run-complete` with reason `exception`
@@ -44,19 +45,24 @@ fn run_failed(error_type: &str, message: String) -> Event {
 
 /// Serves requests from stdin until EOF. Returns the exit status (0).
 pub async fn serve() -> anyhow::Result<i32> {
+    // A parent that dies leaves us re-parented: leave at once, even mid-run.
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    // Read stdin on its own task so EOF is noticed even during a run.
+    // Stdin is read on its own task; at EOF the channel closes and the loop
+    // below ends once the requests already read are served.
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-                // The parent closed our stdin (or died): leave at once.
-                Ok(None) | Err(_) => std::process::exit(0),
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
             }
         }
     });

@@ -142,10 +142,20 @@ try {
   await page.getByText("Runs by state").waitFor();
   await shot(page, "queue");
   log("queue dashboard");
+
+  // 10. Members: the owner gives the editor the admin role.
+  await page.goto(`${P}/members`);
+  await page.fill("#add-member input[name=email]", "outsider@example.org");
+  await page.selectOption("#add-member select[name=role]", "viewer");
+  await page.click("#add-member button[type=submit]");
+  await page.getByText("Members updated.").waitFor();
+  assert.ok((await page.content()).includes("outsider@example.org"));
+  await shot(page, "members");
+  log("a member added with a role");
   assert.deepEqual(pageErrors, [], "no JavaScript errors in the pages");
   await ctx.close();
 
-  // 10. A viewer is refused an edit.
+  // 11. A viewer is refused an edit.
   const vctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const v = await vctx.newPage();
   await v.goto(`${BASE}/sign-in`);

@@ -96,7 +96,8 @@ async fn sign_in_diagram_edit_inspect_retry_rerun_and_viewer_refused_in_chromium
         "07-history",
         "09-live-logs",
         "11-queue",
-        "12-viewer-refused",
+        "12-members",
+        "13-viewer-refused",
     ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),

@@ -416,3 +416,20 @@ async fn buffer_from_works_and_its_constructor_throws() {
     let r = run("fn(state => ({ ...state, b: new Buffer(3) }));").await;
     assert_eq!(r.reason, ExitReason::Fail, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_throwing_timer_callback_is_logged_and_the_run_goes_on() {
+    let job = "fn(state => new Promise(r => { setTimeout(() => { throw new Error('tick'); }, 1); setTimeout(() => r({ ok: 1 }), 20); }));";
+    let (r, events) = run_with(job, Limits::default(), json!({})).await;
+    assert_eq!(r.reason, ExitReason::Success, "{r:?}");
+    let logged = events.iter().any(|e| match e {
+        Event::Log(l) => {
+            l.level == "error"
+                && l.message
+                    .iter()
+                    .any(|m| m.as_str().is_some_and(|s| s.contains("tick")))
+        }
+        _ => false,
+    });
+    assert!(logged, "{events:?}");
+}

@@ -199,13 +199,23 @@ export function install(nativeLog, nativeSleep) {
   const live = new Set();
   let nextId = 1;
   const delay = (ms) => Math.max(0, Number(ms) || 0);
+  // A callback that throws is reported as a JOB error line (nothing else
+  // would see it: the timer's promise has no handler).
+  const call = (cb, args) => {
+    if (typeof cb !== 'function') return;
+    try {
+      cb(...args);
+    } catch (e) {
+      nativeLog('error', 'JOB', safeJson([`Uncaught error in timer callback: ${e && e.name ? e.name + ': ' : ''}${messageOf(e) || String(e)}`]));
+    }
+  };
   globalThis.console = makeConsole('JOB');
   globalThis.Buffer = Buffer;
   globalThis.setTimeout = function setTimeout(cb, ms, ...args) {
     const id = nextId++;
     live.add(id);
     nativeSleep(delay(ms)).then(() => {
-      if (live.delete(id) && typeof cb === 'function') cb(...args);
+      if (live.delete(id)) call(cb, args);
     });
     return id;
   };
@@ -218,7 +228,7 @@ export function install(nativeLog, nativeSleep) {
     const tick = () =>
       nativeSleep(Math.max(1, delay(ms))).then(() => {
         if (live.has(id)) {
-          if (typeof cb === 'function') cb(...args);
+          call(cb, args);
           tick();
         }
       });

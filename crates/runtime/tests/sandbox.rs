@@ -433,3 +433,28 @@ async fn a_throwing_timer_callback_is_logged_and_the_run_goes_on() {
     });
     assert!(logged, "{events:?}");
 }
+
+#[tokio::test]
+async fn a_trigger_step_without_expression_passes_its_input_on() {
+    let plan = Plan::from_json(&json!({
+        "workflow": {"steps": [
+            {"id": "trigger", "next": {"a": true}},
+            {"id": "a", "adaptors": ["@openfn/language-common@latest"], "expression": "fn(s => ({ ...s, a: s.data.n }));",
+             "configuration": {"token": "abc"}}
+        ]},
+        "options": {"start": "trigger"}
+    }))
+    .unwrap();
+    let r = execute(
+        &plan,
+        json!({"data": {"n": 5}}),
+        &Limits::default(),
+        &[],
+        &mut |_| {},
+    )
+    .await;
+    assert_eq!(r.reason, ExitReason::Success, "{r:?}");
+    assert_eq!(r.steps.len(), 1);
+    assert_eq!(r.steps[0].id, "a");
+    assert_eq!(r.final_state, Some(json!({"data": {"n": 5}, "a": 5})));
+}

@@ -496,3 +496,20 @@ async fn repeated_wrong_passwords_lock_the_account_for_a_while() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn pages_forbid_foreign_scripts_and_framing() {
+    let (db, _s, c) = setup().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::get(format!("{}/sign-in", c.base)).await.unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    db.cleanup().await;
+}

@@ -458,3 +458,20 @@ async fn a_trigger_step_without_expression_passes_its_input_on() {
     assert_eq!(r.steps[0].id, "a");
     assert_eq!(r.final_state, Some(json!({"data": {"n": 5}, "a": 5})));
 }
+
+#[tokio::test]
+async fn an_endless_microtask_chain_is_killed_with_timeout_error() {
+    let limits = Limits {
+        timeout_ms: 300,
+        ..Limits::default()
+    };
+    let job = "fn(state => { const f = () => Promise.resolve().then(f); f(); return new Promise(() => {}); });";
+    let started = std::time::Instant::now();
+    let (r, _) = run_with(job, limits, json!({})).await;
+    assert_outcome(&r, ExitReason::Kill, "TimeoutError", "TimeoutError");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -15,6 +15,7 @@ pub struct MemoryGauge {
     used: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     exhausted: Arc<AtomicBool>,
+    cut_off: Arc<AtomicBool>,
 }
 
 impl MemoryGauge {
@@ -27,6 +28,13 @@ impl MemoryGauge {
     /// True once an allocation was refused for exceeding the limit.
     pub fn exhausted(&self) -> bool {
         self.exhausted.load(Ordering::Relaxed)
+    }
+    /// Refuse every allocation from now on (not counted as exhaustion).
+    /// Used past the run's deadline: code that never returns to the event
+    /// loop (an endless chain of microtasks) cannot go on without memory,
+    /// while the interrupt handler alone only fires every so many calls.
+    pub fn cut_off(&self) {
+        self.cut_off.store(true, Ordering::Relaxed);
     }
 }
 
@@ -50,6 +58,9 @@ impl LimitedAllocator {
     }
 
     fn admit(&self, extra: usize) -> bool {
+        if self.gauge.cut_off.load(Ordering::Relaxed) {
+            return false;
+        }
         let used = self.gauge.used.load(Ordering::Relaxed);
         if used.saturating_add(extra) > self.limit {
             self.gauge.exhausted.store(true, Ordering::Relaxed);

@@ -103,8 +103,15 @@ impl Engine {
         let rt = AsyncRuntime::new_with_alloc(allocator)
             .map_err(|e| EngineFailure::Internal(e.to_string()))?;
         rt.set_max_stack_size(STACK_LIMIT).await;
-        rt.set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)))
-            .await;
+        let gauge_for_interrupt = gauge.clone();
+        rt.set_interrupt_handler(Some(Box::new(move || {
+            let late = Instant::now() >= deadline;
+            if late {
+                gauge_for_interrupt.cut_off();
+            }
+            late
+        })))
+        .await;
         let jobs: JobSources = Arc::new(Mutex::new(HashMap::new()));
         rt.set_loader(
             RunResolver { jobs: jobs.clone() },

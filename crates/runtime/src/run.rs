@@ -286,7 +286,6 @@ async fn execute_inner(
                 step,
                 step_input.as_ref().map(|v| v.to_string()).as_deref(),
                 &step_input,
-                false,
             )
             .await
             {
@@ -427,8 +426,7 @@ async fn execute_inner(
                 run_abort = Some((reason, e.name.clone(), e.message.clone()));
             }
         } else {
-            let failed = error.is_some();
-            match follow_edges(&engine, step, output_json.as_deref(), &output, failed).await {
+            match follow_edges(&engine, step, output_json.as_deref(), &output).await {
                 Ok(n) => next = n,
                 Err(Abort::Edge(msg)) => {
                     reason = ExitReason::Crash;
@@ -609,7 +607,6 @@ async fn follow_edges<'p>(
     step: &'p Step,
     output_json: Option<&str>,
     output: &Option<Value>,
-    _failed: bool,
 ) -> Result<Vec<&'p str>, Abort> {
     let has_error = || {
         output

@@ -671,7 +671,9 @@ fn js_falsy(v: Option<&Value>) -> bool {
 /// input's `references`/`errors` kept, `configuration` merged (input, then
 /// step), and `data` merged unless it is an array or a primitive.
 pub fn assemble_state(input: Value, step: &Step) -> Value {
-    let input = match input {
+    // Moves the input's values (states can be large); clones only the
+    // step's own (small) default state and configuration.
+    let mut input = match input {
         Value::Object(m) => m,
         _ => Map::new(),
     };
@@ -679,31 +681,32 @@ pub fn assemble_state(input: Value, step: &Step) -> Value {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
     };
-    let mut obj = default.clone();
-    for (k, v) in &input {
-        obj.insert(k.clone(), v.clone());
-    }
     let mut configuration = Map::new();
-    if let Some(Value::Object(c)) = input.get("configuration") {
-        configuration.extend(c.clone());
+    if let Some(Value::Object(c)) = input.get_mut("configuration") {
+        configuration.extend(std::mem::take(c));
     }
     if let Some(Value::Object(c)) = &step.configuration {
         configuration.extend(c.clone());
     }
-    obj.insert("configuration".into(), Value::Object(configuration));
-    let data = match input.get("data") {
-        Some(d) if !js_falsy(Some(d)) && !d.is_object() => d.clone(),
+    let input_data = input.get_mut("data").map(Value::take);
+    let data = match input_data {
+        Some(d) if !js_falsy(Some(&d)) && !d.is_object() => d,
         other => {
             let mut m = match default.get("data") {
                 Some(Value::Object(d)) => d.clone(),
                 _ => Map::new(),
             };
             if let Some(Value::Object(d)) = other {
-                m.extend(d.clone());
+                m.extend(d);
             }
             Value::Object(m)
         }
     };
+    let mut obj = default;
+    for (k, v) in input {
+        obj.insert(k, v);
+    }
+    obj.insert("configuration".into(), Value::Object(configuration));
     obj.insert("data".into(), data);
     Value::Object(obj)
 }

@@ -475,3 +475,17 @@ async fn an_endless_microtask_chain_is_killed_with_timeout_error() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_static_import_of_an_unknown_module_is_an_import_error_crash() {
+    let r = run("import fs from 'fs';\nfn(state => state);").await;
+    assert_eq!(r.reason, ExitReason::Crash, "{r:?}");
+    assert_eq!(
+        r.steps[0].error_type.as_deref(),
+        Some("ImportError"),
+        "{r:?}"
+    );
+    let r = run("import { get } from '@openfn/language-http@7';\nfn(state => ({ ...state, t: typeof get }));").await;
+    assert_eq!(r.reason, ExitReason::Success, "{r:?}");
+    assert_eq!(r.final_state.unwrap()["t"], "function");
+}

@@ -151,7 +151,8 @@ pub(crate) async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<In
     let now = now_us();
     let (options, idem) = (options.to_json(), req.idempotency_key);
     match c.backend() {
-        // PostgreSQL: the three rows in one statement (one round trip).
+        // PostgreSQL: the three rows and the wake-up NOTIFY in one
+        // statement (one round trip).
         crate::Backend::Postgres => {
             exec!(
                 c,
@@ -161,10 +162,13 @@ pub(crate) async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<In
                  w AS (
                      INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state,
                                               idempotency_key, last_activity, inserted_at, updated_at)
-                     VALUES ($6, $7, $8, $9, $1, 'pending', $10, $5, $5, $5))
-                 INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id,
-                                   starting_trigger_id, dataclip_id, state, queue, priority, options, inserted_at)
-                 VALUES ($11, $6, $7, $2, $8, $9, $1, 'available', $12, 1, $13, $5)",
+                     VALUES ($6, $7, $8, $9, $1, 'pending', $10, $5, $5, $5)),
+                 r AS (
+                     INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id,
+                                       starting_trigger_id, dataclip_id, state, queue, priority, options, inserted_at)
+                     VALUES ($11, $6, $7, $2, $8, $9, $1, 'available', $12, 1, $13, $5)
+                     RETURNING workflow_id)
+                 SELECT pg_notify('gabbro_run_available', workflow_id) FROM r",
                 &dataclip_id,
                 &t.project_id,
                 req.body,
@@ -222,7 +226,6 @@ pub(crate) async fn ingest_in(c: &mut Conn<'_>, req: WebhookIngest) -> Result<In
             )?;
         }
     }
-    crate::queue::notify_available(c, &t.workflow_id).await?;
     Ok(Ingested {
         work_order_id,
         run_id,

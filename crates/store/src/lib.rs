@@ -39,7 +39,6 @@
 //! * Tests: [`testing::TestDb`] makes a fresh SQLite file or PostgreSQL
 //!   database per test (fails if PostgreSQL is unreachable).
 
-pub mod cron;
 mod db;
 mod error;
 mod ingest;
@@ -47,7 +46,6 @@ mod ingest_batch;
 mod janitor;
 mod ledger;
 mod macros;
-pub mod provision;
 pub mod queue;
 mod reads;
 mod retry;
@@ -64,8 +62,8 @@ pub use janitor::{JanitorReport, LeaseConfig};
 pub use ledger::{NewLogLine, RunComplete, StepComplete, StepStart};
 pub use queue::{ClaimRequest, ClaimedRun, RUN_AVAILABLE_CHANNEL};
 pub use reads::{
-    DataclipRow, LogLineRow, Page, ProjectRow, RunDetail, RunRow, StepRow, WorkOrderDetail,
-    WorkOrderFilter, WorkOrderRow, WorkflowRow,
+    CredentialRow, DataclipRow, LogLineRow, Page, ProjectRow, RunDetail, RunRow, StepRow,
+    WorkOrderDetail, WorkOrderFilter, WorkOrderRow, WorkflowRow,
 };
 pub use retry::RerunOutcome;
 pub use time::{db_now_us, now_us, parse_protocol_timestamp};

@@ -137,6 +137,16 @@ pub struct LogLineRow {
     pub timestamp: i64,
 }
 
+/// A credential with its encrypted body (decrypt with [`crate::Vault`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CredentialRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub schema: String,
+    pub body_encrypted: String,
+}
+
 /// Filters for [`Store::list_work_orders`]; all optional.
 #[derive(Debug, Clone, Default)]
 pub struct WorkOrderFilter {
@@ -314,6 +324,36 @@ impl Store {
             "SELECT id, project_id, type, body, request, wiped_at, inserted_at FROM dataclips WHERE id = $1",
             id
         )?)
+    }
+
+    /// A credential (for `fetch:credential`).
+    pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>> {
+        let mut c = self.read().await?;
+        Ok(fetch_optional!(
+            c,
+            CredentialRow,
+            "SELECT id, project_id, name, schema, body_encrypted FROM credentials WHERE id = $1",
+            id
+        )?)
+    }
+
+    /// Wipes a dataclip's body and request (kept as a placeholder with
+    /// `wiped_at`), e.g. a run's input right after `fetch:dataclip` when
+    /// the run does not save dataclips. True if it was not wiped before.
+    pub async fn wipe_dataclip(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |mut c| {
+            Box::pin(async move {
+                let now = crate::now_us();
+                Ok(crate::exec!(
+                    c,
+                    "UPDATE dataclips SET body = NULL, request = NULL, wiped_at = $2 WHERE id = $1 AND wiped_at IS NULL",
+                    id,
+                    now
+                )? == 1)
+            })
+        })
+        .await
     }
 
     /// A run's log lines in order, in keyset pages (`limit` 1..=5000,

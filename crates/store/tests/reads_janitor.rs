@@ -151,6 +151,11 @@ async fn reads(backend: Backend) {
         .unwrap();
     assert_eq!(clip.body.as_deref(), Some(r#"{"n":1}"#));
     assert_eq!(clip.kind, "http_request");
+    assert!(s.wipe_dataclip(&clip.id).await.unwrap());
+    assert!(!s.wipe_dataclip(&clip.id).await.unwrap(), "already wiped");
+    let wiped = s.dataclip(&clip.id).await.unwrap().unwrap();
+    assert!(wiped.body.is_none() && wiped.wiped_at.is_some());
+    assert!(s.credential("missing").await.unwrap().is_none());
     let p1 = s.log_lines(&first.id, None, Some(3)).await.unwrap();
     assert_eq!(
         p1.items

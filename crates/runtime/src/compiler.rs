@@ -41,6 +41,12 @@ pub struct CompiledJob {
     /// ES module source.
     pub code: String,
     pub operations: Vec<OperationInfo>,
+    /// Text the compiler inserted at the start of a line's content: `(line,
+    /// column, length)`, 1-based line, 0-based columns in the generated code.
+    /// Subtracting them maps a position in the generated code back to the
+    /// user's column (lines are never added). Lazy-state edits are not
+    /// listed: they shift columns by a few characters at most.
+    pub column_shifts: Vec<(u32, u32, u32)>,
 }
 
 /// A job that does not compile: message and 1-based line, 0-based column.
@@ -119,6 +125,7 @@ pub fn compile(source: &str, adaptors: &[AdaptorExports<'_>]) -> Result<Compiled
     let mut operations = Vec::new();
     let mut op_calls = Vec::new();
     let mut uses_defer = false;
+    let mut prefix_shifts: Vec<(u32, u32, u32)> = Vec::new();
     let mut cursor = 0u32;
     for stmt in body.iter() {
         let Statement::ExpressionStatement(es) = stmt else {
@@ -146,7 +153,12 @@ pub fn compile(source: &str, adaptors: &[AdaptorExports<'_>]) -> Result<Compiled
             ),
         };
         let k = operations.len();
-        out.push_str(&format!("const __gabbro_op{k} = () => ({text});"));
+        let prefix = format!("const __gabbro_op{k} = () => (");
+        let (line, column) = line_col(source, stmt.span().start);
+        prefix_shifts.push((line, column, prefix.encode_utf16().count() as u32));
+        out.push_str(&prefix);
+        out.push_str(&text);
+        out.push_str(");");
         op_calls.push(format!("__gabbro_op{k}()"));
         operations.push(OperationInfo {
             name,
@@ -191,10 +203,24 @@ pub fn compile(source: &str, adaptors: &[AdaptorExports<'_>]) -> Result<Compiled
             js_string(RUNTIME_MODULE)
         ));
     }
+    let header_len = header.encode_utf16().count() as u32;
+    let mut column_shifts = Vec::new();
+    if header_len > 0 {
+        column_shifts.push((1, 0, header_len));
+    }
+    for (line, column, len) in prefix_shifts {
+        let at = if line == 1 {
+            column + header_len
+        } else {
+            column
+        };
+        column_shifts.push((line, at, len));
+    }
     header.push_str(&out);
     Ok(CompiledJob {
         code: header,
         operations,
+        column_shifts,
     })
 }
 

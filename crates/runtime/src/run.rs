@@ -204,7 +204,7 @@ async fn execute_inner(
                     Prepared {
                         step,
                         module: format!("job:{i}"),
-                        operations_json: Value::Array(ops).to_string(),
+                        operations_json: serde_json::json!({"ops": ops, "shifts": job.column_shifts}).to_string(),
                     },
                 );
                 compiled.push((format!("job:{i}"), job.code));

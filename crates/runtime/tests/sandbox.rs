@@ -489,3 +489,16 @@ async fn a_static_import_of_an_unknown_module_is_an_import_error_crash() {
     assert_eq!(r.reason, ExitReason::Success, "{r:?}");
     assert_eq!(r.final_state.unwrap()["t"], "function");
 }
+
+#[tokio::test]
+async fn runtime_error_positions_point_into_the_users_source() {
+    let job = "fn(state => {\n  state.data.before = 1;\n  return state;\n});\nfn(state => state.data.nope.x);";
+    let r = run(job).await;
+    let pos = &r.final_state.unwrap()["errors"]["job-1"]["pos"];
+    assert_eq!(pos["line"], 5, "{pos}");
+    // OpenFn (V8) reports column 29 (the `x`); QuickJS points at the start
+    // of the expression (13). Either way a column of the user's line 5, not
+    // of the compiled code (which is 28 characters longer there).
+    let column = pos["column"].as_i64().unwrap();
+    assert!((1..=31).contains(&column), "{pos}");
+}

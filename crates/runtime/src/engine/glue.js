@@ -347,10 +347,25 @@ const stackOf = (e) => {
   }
 };
 
+// Column shifts of the compiled job (see CompiledJob::column_shifts).
+let currentShifts = [];
+
+function userColumn(line, column) {
+  let col = column - 1;
+  const onLine = currentShifts.filter(([l]) => l === line).sort((a, b) => b[1] - a[1]);
+  for (const [, at, len] of onLine) {
+    if (col >= at + len) col -= len;
+    else if (col >= at) col = at;
+  }
+  return col + 1;
+}
+
 function position(e, jobOnly) {
   for (const f of frames(stackOf(e))) {
     if (jobOnly && !isJob(f)) continue;
-    if (!Number.isNaN(f.line)) return { line: f.line, column: f.column };
+    if (!Number.isNaN(f.line)) {
+      return isJob(f) ? { line: f.line, column: userColumn(f.line, f.column) } : { line: f.line, column: f.column };
+    }
   }
   return undefined;
 }
@@ -472,7 +487,9 @@ function finalJson(state, remove) {
 /// `state` through the adaptor's `execute`, and returns
 /// `{json, error}`: the cleaned output state as JSON text (undefined for no
 /// state) and, on failure, `{severity, name, type, message}`.
-export async function runStep(moduleName, stepId, stepName, state, operations, remove) {
+export async function runStep(moduleName, stepId, stepName, state, meta, remove) {
+  const operations = meta.ops;
+  currentShifts = meta.shifts || [];
   let result;
   try {
     let ns;

@@ -39,6 +39,7 @@
 //! * Tests: [`testing::TestDb`] makes a fresh SQLite file or PostgreSQL
 //!   database per test (fails if PostgreSQL is unreachable).
 
+pub mod cron;
 mod db;
 mod error;
 mod ingest;
@@ -46,6 +47,7 @@ mod ingest_batch;
 mod janitor;
 mod ledger;
 mod macros;
+pub mod provision;
 pub mod queue;
 mod reads;
 mod retry;

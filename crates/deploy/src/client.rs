@@ -39,7 +39,11 @@ impl Client {
             .user_agent(concat!("gabbro/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -63,11 +67,20 @@ impl Client {
     pub async fn list_projects(&self) -> anyhow::Result<Vec<ProjectSummary>> {
         let resp = self.get("/api/projects").await?;
         let resp = ok(resp, "listing projects").await?;
-        Ok(resp.json::<Data<Vec<ProjectSummary>>>().await.context("unexpected reply listing projects")?.data)
+        Ok(resp
+            .json::<Data<Vec<ProjectSummary>>>()
+            .await
+            .context("unexpected reply listing projects")?
+            .data)
     }
 
     pub async fn find_project(&self, name: &str) -> anyhow::Result<Option<String>> {
-        Ok(self.list_projects().await?.into_iter().find(|p| p.name == name).map(|p| p.id))
+        Ok(self
+            .list_projects()
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| p.id))
     }
 
     /// The server's provisioning document of a project, or None if it has none.
@@ -77,7 +90,12 @@ impl Client {
             return Ok(None);
         }
         let resp = ok(resp, "fetching the project").await?;
-        Ok(Some(resp.json::<Data<ProjectDocument>>().await.context("unexpected project document")?.data))
+        Ok(Some(
+            resp.json::<Data<ProjectDocument>>()
+                .await
+                .context("unexpected project document")?
+                .data,
+        ))
     }
 
     /// Post a document: the stored project, or the server's field errors.
@@ -104,7 +122,11 @@ impl Client {
             return Ok(Err(errors));
         }
         let resp = ok(resp, "deploying").await?;
-        Ok(Ok(resp.json::<Data<ProjectDocument>>().await.context("unexpected reply to the deploy")?.data))
+        Ok(Ok(resp
+            .json::<Data<ProjectDocument>>()
+            .await
+            .context("unexpected reply to the deploy")?
+            .data))
     }
 }
 

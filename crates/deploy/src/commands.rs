@@ -54,7 +54,8 @@ pub fn resolve_token(given: Option<&str>) -> anyhow::Result<String> {
 }
 
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let base = args.file.parent().map(|p| p.to_path_buf());
     let spec = match spec::parse_project_yaml(&text, base.as_deref()) {
         Ok(s) => s,
@@ -87,7 +88,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let verb = if existing.is_some() { "updated" } else { "created" };
+    let verb = match &existing {
+        None => "created",
+        Some(before) if unchanged(before, &stored) => "unchanged",
+        Some(_) => "updated",
+    };
     println!("project {:?} {verb} (id {})", stored.name, stored.id);
     for wf in &stored.workflows {
         println!("workflow {:?} (id {})", wf.name, wf.id);
@@ -115,16 +120,24 @@ pub async fn pull(args: PullArgs) -> anyhow::Result<i32> {
     let client = client::Client::new(&args.server.server, &token)?;
     let projects = client.list_projects().await?;
     let chosen = match &args.project {
-        Some(wanted) => projects.iter().find(|p| &p.id == wanted || &p.name == wanted),
+        Some(wanted) => projects
+            .iter()
+            .find(|p| &p.id == wanted || &p.name == wanted),
         None if projects.len() == 1 => projects.first(),
         None if projects.is_empty() => anyhow::bail!("the server has no projects"),
         None => {
             let names: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-            anyhow::bail!("the server has several projects; choose one with --project ({})", names.join(", "))
+            anyhow::bail!(
+                "the server has several projects; choose one with --project ({})",
+                names.join(", ")
+            )
         }
     };
     let Some(project) = chosen else {
-        anyhow::bail!("no project named {:?} on the server", args.project.unwrap_or_default());
+        anyhow::bail!(
+            "no project named {:?} on the server",
+            args.project.unwrap_or_default()
+        );
     };
     let Some(doc) = client.get_provision(&project.id).await? else {
         anyhow::bail!("project {} disappeared from the server", project.id);
@@ -132,10 +145,29 @@ pub async fn pull(args: PullArgs) -> anyhow::Result<i32> {
     let yaml = spec::to_project_yaml(&merge::document_to_spec(&doc));
     match &args.output {
         Some(path) => {
-            std::fs::write(path, &yaml).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, &yaml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
         None => print!("{yaml}"),
     }
     Ok(0)
+}
+
+/// Same workflows at the same versions, same name and description: the
+/// deploy changed nothing (the server made no new snapshot).
+fn unchanged(before: &crate::ProjectDocument, after: &crate::ProjectDocument) -> bool {
+    let versions = |d: &crate::ProjectDocument| {
+        let mut v: Vec<(String, Option<i64>)> = d
+            .workflows
+            .iter()
+            .map(|w| (w.id.clone(), w.lock_version))
+            .collect();
+        v.sort();
+        v
+    };
+    before.name == after.name
+        && before.description == after.description
+        && before.project_credentials.len() == after.project_credentials.len()
+        && versions(before) == versions(after)
 }

@@ -117,7 +117,12 @@ fn yes() -> bool {
 }
 
 /// Edge condition types, as Lightning names them.
-pub const CONDITION_TYPES: [&str; 4] = ["always", "on_job_success", "on_job_failure", "js_expression"];
+pub const CONDITION_TYPES: [&str; 4] = [
+    "always",
+    "on_job_success",
+    "on_job_failure",
+    "js_expression",
+];
 
 /// Words Lightning refuses inside a js_expression condition.
 const FORBIDDEN_IN_EXPRESSION: [&str; 5] = ["import", "require", "process", "await", "eval"];
@@ -132,7 +137,13 @@ struct Shape {
 }
 
 const PROJECT: Shape = Shape {
-    known: &["id", "name", "description", "workflows", "project_credentials"],
+    known: &[
+        "id",
+        "name",
+        "description",
+        "workflows",
+        "project_credentials",
+    ],
     ignored: &[
         "inserted_at",
         "updated_at",
@@ -154,7 +165,15 @@ const PROJECT: Shape = Shape {
 };
 
 const WORKFLOW: Shape = Shape {
-    known: &["id", "name", "delete", "jobs", "triggers", "edges", "lock_version"],
+    known: &[
+        "id",
+        "name",
+        "delete",
+        "jobs",
+        "triggers",
+        "edges",
+        "lock_version",
+    ],
     ignored: &[
         "inserted_at",
         "updated_at",
@@ -169,7 +188,14 @@ const WORKFLOW: Shape = Shape {
 };
 
 const JOB: Shape = Shape {
-    known: &["id", "name", "adaptor", "body", "project_credential_id", "delete"],
+    known: &[
+        "id",
+        "name",
+        "adaptor",
+        "body",
+        "project_credential_id",
+        "delete",
+    ],
     ignored: &["inserted_at", "updated_at", "workflow_id", "enabled"],
     unsupported: &[(
         "keychain_credential_id",
@@ -178,16 +204,37 @@ const JOB: Shape = Shape {
 };
 
 const TRIGGER: Shape = Shape {
-    known: &["id", "type", "enabled", "cron_expression", "custom_path", "delete"],
-    ignored: &["inserted_at", "updated_at", "workflow_id", "has_auth_method"],
+    known: &[
+        "id",
+        "type",
+        "enabled",
+        "cron_expression",
+        "custom_path",
+        "delete",
+    ],
+    ignored: &[
+        "inserted_at",
+        "updated_at",
+        "workflow_id",
+        "has_auth_method",
+    ],
     unsupported: &[
         (
             "webhook_reply",
             "only \"before_start\" is supported: gabbro answers a webhook when the work order is stored",
         ),
-        ("webhook_response_config", "custom webhook responses are not supported by gabbro yet"),
-        ("cron_cursor_job_id", "cron cursor jobs are not supported by gabbro yet"),
-        ("kafka_configuration", "Kafka triggers are not supported by gabbro"),
+        (
+            "webhook_response_config",
+            "custom webhook responses are not supported by gabbro yet",
+        ),
+        (
+            "cron_cursor_job_id",
+            "cron cursor jobs are not supported by gabbro yet",
+        ),
+        (
+            "kafka_configuration",
+            "Kafka triggers are not supported by gabbro",
+        ),
     ],
 };
 
@@ -241,7 +288,11 @@ fn check_keys(obj: &Map<String, Value>, shape: &Shape, path: &str, errors: &mut 
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// Parse and validate a provisioning document. On error, every problem is
@@ -254,25 +305,53 @@ pub fn parse_document(value: &Value) -> Result<ProjectDocument, FieldErrors> {
         return Err(errors);
     };
     check_keys(obj, &PROJECT, "", &mut errors);
-    let check_list = |key: &str, shape: &Shape, label: &dyn Fn(&Map<String, Value>, usize) -> String, prefix: &str, errors: &mut FieldErrors| {
+    let check_list = |key: &str,
+                      shape: &Shape,
+                      label: &dyn Fn(&Map<String, Value>, usize) -> String,
+                      prefix: &str,
+                      errors: &mut FieldErrors| {
         if let Some(items) = obj.get(key) {
             check_children(items, shape, label, &join(prefix, key), errors);
         }
     };
-    check_list("project_credentials", &CREDENTIAL, &label_by("name"), "", &mut errors);
+    check_list(
+        "project_credentials",
+        &CREDENTIAL,
+        &label_by("name"),
+        "",
+        &mut errors,
+    );
     if let Some(Value::Array(workflows)) = obj.get("workflows") {
         for (i, wf) in workflows.iter().enumerate() {
             let Some(wobj) = wf.as_object() else { continue };
             let wpath = format!("workflows[{}]", label_by("name")(wobj, i));
             check_keys(wobj, &WORKFLOW, &wpath, &mut errors);
             if let Some(items) = wobj.get("jobs") {
-                check_children(items, &JOB, &label_by("name"), &join(&wpath, "jobs"), &mut errors);
+                check_children(
+                    items,
+                    &JOB,
+                    &label_by("name"),
+                    &join(&wpath, "jobs"),
+                    &mut errors,
+                );
             }
             if let Some(items) = wobj.get("triggers") {
-                check_children(items, &TRIGGER, &label_by("type"), &join(&wpath, "triggers"), &mut errors);
+                check_children(
+                    items,
+                    &TRIGGER,
+                    &label_by("type"),
+                    &join(&wpath, "triggers"),
+                    &mut errors,
+                );
             }
             if let Some(items) = wobj.get("edges") {
-                check_children(items, &EDGE, &label_by("id"), &join(&wpath, "edges"), &mut errors);
+                check_children(
+                    items,
+                    &EDGE,
+                    &label_by("id"),
+                    &join(&wpath, "edges"),
+                    &mut errors,
+                );
             }
         }
     }
@@ -287,7 +366,11 @@ pub fn parse_document(value: &Value) -> Result<ProjectDocument, FieldErrors> {
         }
     };
     validate(&doc, &mut errors);
-    if errors.is_empty() { Ok(doc) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(doc)
+    } else {
+        Err(errors)
+    }
 }
 
 fn label_by(key: &'static str) -> impl Fn(&Map<String, Value>, usize) -> String {
@@ -331,7 +414,8 @@ pub fn is_uuid(s: &str) -> bool {
 pub fn valid_custom_path(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 200
-        && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
         && p != "."
         && p != ".."
 }
@@ -341,7 +425,9 @@ pub fn valid_cron(expr: &str) -> Result<(), String> {
     if expr.split_whitespace().count() != 5 {
         return Err("must have 5 fields (minute hour day-of-month month day-of-week)".into());
     }
-    expr.parse::<croner::Cron>().map(|_| ()).map_err(|e| e.to_string())
+    expr.parse::<croner::Cron>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
@@ -377,12 +463,19 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
     let mut workflow_names = HashSet::new();
     let mut custom_paths: BTreeMap<&str, String> = BTreeMap::new();
     for wf in &doc.workflows {
-        let wlabel = if wf.name.is_empty() { wf.id.clone() } else { wf.name.clone() };
+        let wlabel = if wf.name.is_empty() {
+            wf.id.clone()
+        } else {
+            wf.name.clone()
+        };
         let wpath = format!("workflows[{wlabel}]");
         seen_id(&wf.id, &wpath, errors);
         if wf.delete {
             if !wf.jobs.is_empty() || !wf.triggers.is_empty() || !wf.edges.is_empty() {
-                errors.add(join(&wpath, "delete"), "cannot change or add a record while deleting");
+                errors.add(
+                    join(&wpath, "delete"),
+                    "cannot change or add a record while deleting",
+                );
             }
             continue;
         }
@@ -394,7 +487,11 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
         let mut job_names = HashSet::new();
         let mut live_jobs = HashSet::new();
         for job in &wf.jobs {
-            let jlabel = if job.name.is_empty() { job.id.clone() } else { job.name.clone() };
+            let jlabel = if job.name.is_empty() {
+                job.id.clone()
+            } else {
+                job.name.clone()
+            };
             let jpath = format!("{wpath}.jobs[{jlabel}]");
             seen_id(&job.id, &jpath, errors);
             if job.delete {
@@ -417,12 +514,18 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
                 );
             }
             if !job.adaptor.is_empty() && !valid_adaptor(&job.adaptor) {
-                errors.add(join(&jpath, "adaptor"), "must be an npm package spec such as @openfn/language-http@7");
+                errors.add(
+                    join(&jpath, "adaptor"),
+                    "must be an npm package spec such as @openfn/language-http@7",
+                );
             }
         }
         let mut live_triggers: HashMap<&str, &str> = HashMap::new();
         for t in &wf.triggers {
-            let tpath = format!("{wpath}.triggers[{}]", if t.kind.is_empty() { &t.id } else { &t.kind });
+            let tpath = format!(
+                "{wpath}.triggers[{}]",
+                if t.kind.is_empty() { &t.id } else { &t.kind }
+            );
             seen_id(&t.id, &tpath, errors);
             if t.delete {
                 continue;
@@ -431,7 +534,10 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
             match t.kind.as_str() {
                 "webhook" => {
                     if t.cron_expression.is_some() {
-                        errors.add(join(&tpath, "cron_expression"), "only cron triggers have a cron_expression");
+                        errors.add(
+                            join(&tpath, "cron_expression"),
+                            "only cron triggers have a cron_expression",
+                        );
                     }
                     if let Some(p) = &t.custom_path {
                         if !valid_custom_path(p) {
@@ -440,26 +546,44 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
                                 "must be one URL path segment of letters, digits, '-', '_', '.' or '~'",
                             );
                         } else if let Some(other) = custom_paths.insert(p.as_str(), tpath.clone()) {
-                            errors.add(join(&tpath, "custom_path"), format!("is also the custom_path of {other}"));
+                            errors.add(
+                                join(&tpath, "custom_path"),
+                                format!("is also the custom_path of {other}"),
+                            );
                         }
                     }
                 }
                 "cron" => {
                     match &t.cron_expression {
-                        None => errors.add(join(&tpath, "cron_expression"), "can't be blank for a cron trigger"),
+                        None => errors.add(
+                            join(&tpath, "cron_expression"),
+                            "can't be blank for a cron trigger",
+                        ),
                         Some(e) => {
                             if let Err(why) = valid_cron(e) {
-                                errors.add(join(&tpath, "cron_expression"), format!("is invalid: {why}"));
+                                errors.add(
+                                    join(&tpath, "cron_expression"),
+                                    format!("is invalid: {why}"),
+                                );
                             }
                         }
                     }
                     if t.custom_path.is_some() {
-                        errors.add(join(&tpath, "custom_path"), "only webhook triggers have a custom_path");
+                        errors.add(
+                            join(&tpath, "custom_path"),
+                            "only webhook triggers have a custom_path",
+                        );
                     }
                 }
-                "kafka" => errors.add(join(&tpath, "type"), "unsupported: Kafka triggers are not supported by gabbro"),
+                "kafka" => errors.add(
+                    join(&tpath, "type"),
+                    "unsupported: Kafka triggers are not supported by gabbro",
+                ),
                 "" => errors.add(join(&tpath, "type"), "can't be blank"),
-                other => errors.add(join(&tpath, "type"), format!("{other:?} is not one of webhook, cron")),
+                other => errors.add(
+                    join(&tpath, "type"),
+                    format!("{other:?} is not one of webhook, cron"),
+                ),
             }
         }
         for e in &wf.edges {
@@ -473,10 +597,16 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
                     join(&epath, "source_job_id"),
                     "an edge has either a source_trigger_id or a source_job_id, not both",
                 ),
-                (None, None) => errors.add(join(&epath, "source_job_id"), "an edge needs a source_trigger_id or a source_job_id"),
+                (None, None) => errors.add(
+                    join(&epath, "source_job_id"),
+                    "an edge needs a source_trigger_id or a source_job_id",
+                ),
                 (Some(t), None) => {
                     if !live_triggers.contains_key(t.as_str()) {
-                        errors.add(join(&epath, "source_trigger_id"), format!("{t} is not a trigger of this workflow"));
+                        errors.add(
+                            join(&epath, "source_trigger_id"),
+                            format!("{t} is not a trigger of this workflow"),
+                        );
                     }
                     if !matches!(e.condition_type.as_str(), "always" | "js_expression" | "") {
                         errors.add(
@@ -487,21 +617,35 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
                 }
                 (None, Some(j)) => {
                     if !live_jobs.contains(j.as_str()) {
-                        errors.add(join(&epath, "source_job_id"), format!("{j} is not a job of this workflow"));
+                        errors.add(
+                            join(&epath, "source_job_id"),
+                            format!("{j} is not a job of this workflow"),
+                        );
                     }
                 }
             }
             if e.target_job_id.is_empty() {
                 errors.add(join(&epath, "target_job_id"), "can't be blank");
             } else if !live_jobs.contains(e.target_job_id.as_str()) {
-                errors.add(join(&epath, "target_job_id"), format!("{} is not a job of this workflow", e.target_job_id));
+                errors.add(
+                    join(&epath, "target_job_id"),
+                    format!("{} is not a job of this workflow", e.target_job_id),
+                );
             } else if e.source_job_id.as_deref() == Some(e.target_job_id.as_str()) {
-                errors.add(join(&epath, "target_job_id"), "an edge cannot point a job at itself");
+                errors.add(
+                    join(&epath, "target_job_id"),
+                    "an edge cannot point a job at itself",
+                );
             }
-            if !e.condition_type.is_empty() && !CONDITION_TYPES.contains(&e.condition_type.as_str()) {
+            if !e.condition_type.is_empty() && !CONDITION_TYPES.contains(&e.condition_type.as_str())
+            {
                 errors.add(
                     join(&epath, "condition_type"),
-                    format!("{:?} is not one of {}", e.condition_type, CONDITION_TYPES.join(", ")),
+                    format!(
+                        "{:?} is not one of {}",
+                        e.condition_type,
+                        CONDITION_TYPES.join(", ")
+                    ),
                 );
             }
             if e.condition_type == "js_expression" {
@@ -512,16 +656,30 @@ fn validate<'a>(doc: &'a ProjectDocument, errors: &mut FieldErrors) {
                     ),
                     Some(x) => {
                         if x.chars().count() > 255 {
-                            errors.add(join(&epath, "condition_expression"), "should be at most 255 character(s)");
+                            errors.add(
+                                join(&epath, "condition_expression"),
+                                "should be at most 255 character(s)",
+                            );
                         }
-                        if let Some(w) = FORBIDDEN_IN_EXPRESSION.iter().find(|w| contains_word(x, w)) {
-                            errors.add(join(&epath, "condition_expression"), format!("must not contain {w}"));
+                        if let Some(w) =
+                            FORBIDDEN_IN_EXPRESSION.iter().find(|w| contains_word(x, w))
+                        {
+                            errors.add(
+                                join(&epath, "condition_expression"),
+                                format!("must not contain {w}"),
+                            );
                         }
                     }
                 }
             }
-            if e.condition_label.as_ref().is_some_and(|l| l.chars().count() > 255) {
-                errors.add(join(&epath, "condition_label"), "should be at most 255 character(s)");
+            if e.condition_label
+                .as_ref()
+                .is_some_and(|l| l.chars().count() > 255)
+            {
+                errors.add(
+                    join(&epath, "condition_label"),
+                    "should be at most 255 character(s)",
+                );
             }
         }
     }
@@ -545,7 +703,9 @@ pub fn valid_adaptor(spec: &str) -> bool {
         None => rest,
     };
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 impl ProjectDocument {

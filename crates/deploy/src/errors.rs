@@ -14,7 +14,11 @@ pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 impl FieldErrors {
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
-        let path = if path.is_empty() { "document".to_string() } else { path };
+        let path = if path.is_empty() {
+            "document".to_string()
+        } else {
+            path
+        };
         self.0.entry(path).or_default().push(message.into());
     }
 

@@ -20,4 +20,3 @@ pub use errors::FieldErrors;
 mod commands;
 #[cfg(feature = "client")]
 pub use commands::*;
-

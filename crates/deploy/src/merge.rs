@@ -6,7 +6,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::document::{CredentialDocument, EdgeDocument, JobDocument, ProjectDocument, TriggerDocument, WorkflowDocument};
+use crate::document::{
+    CredentialDocument, EdgeDocument, JobDocument, ProjectDocument, TriggerDocument,
+    WorkflowDocument,
+};
 use crate::spec::{CredentialSpec, EdgeSpec, JobSpec, ProjectSpec, TriggerSpec, WorkflowSpec};
 
 fn new_id() -> String {
@@ -24,7 +27,11 @@ pub fn spec_to_document(spec: &ProjectSpec, existing: Option<&ProjectDocument>) 
             .map(|e| e.id.clone())
             .unwrap_or_else(new_id);
         credential_ids.insert(key.as_str(), id.clone());
-        project_credentials.push(CredentialDocument { id, name: c.name.clone(), owner: c.owner.clone() });
+        project_credentials.push(CredentialDocument {
+            id,
+            name: c.name.clone(),
+            owner: c.owner.clone(),
+        });
     }
 
     let mut workflows = Vec::new();
@@ -60,7 +67,11 @@ pub fn spec_to_document(spec: &ProjectSpec, existing: Option<&ProjectDocument>) 
     }
 }
 
-fn workflow_document(wf: &WorkflowSpec, old: Option<&WorkflowDocument>, credential_ids: &HashMap<&str, String>) -> WorkflowDocument {
+fn workflow_document(
+    wf: &WorkflowSpec,
+    old: Option<&WorkflowDocument>,
+    credential_ids: &HashMap<&str, String>,
+) -> WorkflowDocument {
     let old_jobs: &[JobDocument] = old.map(|o| o.jobs.as_slice()).unwrap_or(&[]);
     let old_triggers: &[TriggerDocument] = old.map(|o| o.triggers.as_slice()).unwrap_or(&[]);
     let old_edges: &[EdgeDocument] = old.map(|o| o.edges.as_slice()).unwrap_or(&[]);
@@ -68,14 +79,21 @@ fn workflow_document(wf: &WorkflowSpec, old: Option<&WorkflowDocument>, credenti
     let mut job_ids: HashMap<&str, String> = HashMap::new();
     let mut jobs = Vec::new();
     for (key, j) in &wf.jobs {
-        let id = old_jobs.iter().find(|o| o.name == j.name).map(|o| o.id.clone()).unwrap_or_else(new_id);
+        let id = old_jobs
+            .iter()
+            .find(|o| o.name == j.name)
+            .map(|o| o.id.clone())
+            .unwrap_or_else(new_id);
         job_ids.insert(key.as_str(), id.clone());
         jobs.push(JobDocument {
             id,
             name: j.name.clone(),
             adaptor: j.adaptor.clone(),
             body: j.body.clone(),
-            project_credential_id: j.credential.as_deref().and_then(|c| credential_ids.get(c).cloned()),
+            project_credential_id: j
+                .credential
+                .as_deref()
+                .and_then(|c| credential_ids.get(c).cloned()),
             delete: false,
         });
     }
@@ -84,10 +102,17 @@ fn workflow_document(wf: &WorkflowSpec, old: Option<&WorkflowDocument>, credenti
     let mut taken: HashSet<&str> = HashSet::new();
     let mut triggers = Vec::new();
     for (key, t) in &wf.triggers {
-        let same_path = old_triggers
-            .iter()
-            .find(|o| !taken.contains(o.id.as_str()) && o.kind == t.kind && t.custom_path.is_some() && o.custom_path == t.custom_path);
-        let same_kind = || old_triggers.iter().find(|o| !taken.contains(o.id.as_str()) && o.kind == t.kind);
+        let same_path = old_triggers.iter().find(|o| {
+            !taken.contains(o.id.as_str())
+                && o.kind == t.kind
+                && t.custom_path.is_some()
+                && o.custom_path == t.custom_path
+        });
+        let same_kind = || {
+            old_triggers
+                .iter()
+                .find(|o| !taken.contains(o.id.as_str()) && o.kind == t.kind)
+        };
         let id = match same_path.or_else(same_kind) {
             Some(o) => {
                 taken.insert(o.id.as_str());
@@ -109,9 +134,18 @@ fn workflow_document(wf: &WorkflowSpec, old: Option<&WorkflowDocument>, credenti
     let mut edges = Vec::new();
     let mut taken_edges: HashSet<&str> = HashSet::new();
     for (_, e) in &wf.edges {
-        let source_trigger_id = e.source_trigger.as_deref().and_then(|k| trigger_ids.get(k).cloned());
-        let source_job_id = e.source_job.as_deref().and_then(|k| job_ids.get(k).cloned());
-        let target_job_id = job_ids.get(e.target_job.as_str()).cloned().unwrap_or_default();
+        let source_trigger_id = e
+            .source_trigger
+            .as_deref()
+            .and_then(|k| trigger_ids.get(k).cloned());
+        let source_job_id = e
+            .source_job
+            .as_deref()
+            .and_then(|k| job_ids.get(k).cloned());
+        let target_job_id = job_ids
+            .get(e.target_job.as_str())
+            .cloned()
+            .unwrap_or_default();
         let id = old_edges
             .iter()
             .find(|o| {
@@ -143,12 +177,26 @@ fn workflow_document(wf: &WorkflowSpec, old: Option<&WorkflowDocument>, credenti
     let deleted_jobs: Vec<JobDocument> = old_jobs
         .iter()
         .filter(|o| !live_jobs.contains(o.id.as_str()))
-        .map(|o| JobDocument { id: o.id.clone(), name: String::new(), adaptor: String::new(), body: String::new(), project_credential_id: None, delete: true })
+        .map(|o| JobDocument {
+            id: o.id.clone(),
+            name: String::new(),
+            adaptor: String::new(),
+            body: String::new(),
+            project_credential_id: None,
+            delete: true,
+        })
         .collect();
     let deleted_triggers: Vec<TriggerDocument> = old_triggers
         .iter()
         .filter(|o| !taken.contains(o.id.as_str()))
-        .map(|o| TriggerDocument { id: o.id.clone(), kind: String::new(), enabled: true, cron_expression: None, custom_path: None, delete: true })
+        .map(|o| TriggerDocument {
+            id: o.id.clone(),
+            kind: String::new(),
+            enabled: true,
+            cron_expression: None,
+            custom_path: None,
+            delete: true,
+        })
         .collect();
     let deleted_edges: Vec<EdgeDocument> = old_edges
         .iter()
@@ -206,7 +254,13 @@ pub fn document_to_spec(doc: &ProjectDocument) -> ProjectSpec {
         .map(|c| {
             let key = unique(hyphenate(&c.name), &mut used);
             credential_keys.insert(c.id.as_str(), key.clone());
-            (key, CredentialSpec { name: c.name.clone(), owner: c.owner.clone() })
+            (
+                key,
+                CredentialSpec {
+                    name: c.name.clone(),
+                    owner: c.owner.clone(),
+                },
+            )
         })
         .collect();
     let mut wf_keys = HashSet::new();
@@ -224,8 +278,19 @@ pub fn document_to_spec(doc: &ProjectDocument) -> ProjectSpec {
                 .map(|j| {
                     let key = unique(hyphenate(&j.name), &mut keys);
                     job_keys.insert(j.id.as_str(), key.clone());
-                    let credential = j.project_credential_id.as_deref().and_then(|c| credential_keys.get(c).cloned());
-                    (key, JobSpec { name: j.name.clone(), adaptor: j.adaptor.clone(), body: j.body.clone(), credential })
+                    let credential = j
+                        .project_credential_id
+                        .as_deref()
+                        .and_then(|c| credential_keys.get(c).cloned());
+                    (
+                        key,
+                        JobSpec {
+                            name: j.name.clone(),
+                            adaptor: j.adaptor.clone(),
+                            body: j.body.clone(),
+                            credential,
+                        },
+                    )
                 })
                 .collect();
             let mut trigger_keys: HashMap<&str, String> = HashMap::new();
@@ -253,10 +318,22 @@ pub fn document_to_spec(doc: &ProjectDocument) -> ProjectSpec {
                 .iter()
                 .filter(|e| !e.delete)
                 .map(|e| {
-                    let source_trigger = e.source_trigger_id.as_deref().and_then(|t| trigger_keys.get(t).cloned());
-                    let source_job = e.source_job_id.as_deref().and_then(|j| job_keys.get(j).cloned());
-                    let target_job = job_keys.get(e.target_job_id.as_str()).cloned().unwrap_or_default();
-                    let from = source_trigger.clone().or_else(|| source_job.clone()).unwrap_or_default();
+                    let source_trigger = e
+                        .source_trigger_id
+                        .as_deref()
+                        .and_then(|t| trigger_keys.get(t).cloned());
+                    let source_job = e
+                        .source_job_id
+                        .as_deref()
+                        .and_then(|j| job_keys.get(j).cloned());
+                    let target_job = job_keys
+                        .get(e.target_job_id.as_str())
+                        .cloned()
+                        .unwrap_or_default();
+                    let from = source_trigger
+                        .clone()
+                        .or_else(|| source_job.clone())
+                        .unwrap_or_default();
                     let key = unique(format!("{from}->{target_job}"), &mut edge_keys);
                     (
                         key,
@@ -272,8 +349,21 @@ pub fn document_to_spec(doc: &ProjectDocument) -> ProjectSpec {
                     )
                 })
                 .collect();
-            (unique(hyphenate(&w.name), &mut wf_keys), WorkflowSpec { name: w.name.clone(), jobs, triggers, edges })
+            (
+                unique(hyphenate(&w.name), &mut wf_keys),
+                WorkflowSpec {
+                    name: w.name.clone(),
+                    jobs,
+                    triggers,
+                    edges,
+                },
+            )
         })
         .collect();
-    ProjectSpec { name: doc.name.clone(), description: doc.description.clone(), credentials, workflows }
+    ProjectSpec {
+        name: doc.name.clone(),
+        description: doc.description.clone(),
+        credentials,
+        workflows,
+    }
 }

@@ -68,7 +68,11 @@ struct Level<'a> {
 impl<'a> Level<'a> {
     fn new(value: &'a Value, path: &str, errors: &mut FieldErrors) -> Option<Self> {
         match value {
-            Value::Mapping(map) => Some(Level { map, path: path.to_string(), used: Vec::new() }),
+            Value::Mapping(map) => Some(Level {
+                map,
+                path: path.to_string(),
+                used: Vec::new(),
+            }),
             _ => {
                 errors.add(path, "must be a mapping");
                 None
@@ -77,7 +81,11 @@ impl<'a> Level<'a> {
     }
 
     fn field(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     fn get(&mut self, key: &'static str) -> Option<&'a Value> {
@@ -128,7 +136,13 @@ impl<'a> Level<'a> {
 
     /// Report a field gabbro refuses, unless its value means what gabbro does
     /// anyway (`allowed`).
-    fn unsupported(&mut self, key: &'static str, why: &str, allowed: &[&str], errors: &mut FieldErrors) {
+    fn unsupported(
+        &mut self,
+        key: &'static str,
+        why: &str,
+        allowed: &[&str],
+        errors: &mut FieldErrors,
+    ) {
         let path = self.field(key);
         match self.get(key) {
             None => {}
@@ -155,7 +169,11 @@ impl<'a> Level<'a> {
 }
 
 /// Entries of a keyed mapping (`jobs:`, `workflows:`, ...) in file order.
-fn entries<'a>(value: Option<&'a Value>, path: &str, errors: &mut FieldErrors) -> Vec<(String, &'a Value)> {
+fn entries<'a>(
+    value: Option<&'a Value>,
+    path: &str,
+    errors: &mut FieldErrors,
+) -> Vec<(String, &'a Value)> {
     match value {
         None => Vec::new(),
         Some(Value::Mapping(m)) => m
@@ -192,13 +210,25 @@ pub fn parse_project_yaml(text: &str, base_dir: Option<&Path>) -> Result<Project
     };
     let name = top.required("name", &mut errors);
     let description = top.string("description", &mut errors);
-    top.unsupported("collections", "collections are not supported by gabbro yet", &[], &mut errors);
-    top.unsupported("channels", "channels are not supported by gabbro yet", &[], &mut errors);
+    top.unsupported(
+        "collections",
+        "collections are not supported by gabbro yet",
+        &[],
+        &mut errors,
+    );
+    top.unsupported(
+        "channels",
+        "channels are not supported by gabbro yet",
+        &[],
+        &mut errors,
+    );
 
     let mut credentials = Vec::new();
     for (key, value) in entries(top.get("credentials"), "credentials", &mut errors) {
         let path = format!("credentials.{key}");
-        let Some(mut c) = Level::new(value, &path, &mut errors) else { continue };
+        let Some(mut c) = Level::new(value, &path, &mut errors) else {
+            continue;
+        };
         let name = c.required("name", &mut errors);
         let owner = c.string("owner", &mut errors);
         c.finish(&mut errors);
@@ -209,16 +239,24 @@ pub fn parse_project_yaml(text: &str, base_dir: Option<&Path>) -> Result<Project
     let workflow_entries = entries(top.get("workflows"), "workflows", &mut errors);
     for (wkey, wvalue) in workflow_entries {
         let wpath = format!("workflows.{wkey}");
-        let Some(mut w) = Level::new(wvalue, &wpath, &mut errors) else { continue };
-        let wname = w.string("name", &mut errors).unwrap_or_else(|| wkey.clone());
+        let Some(mut w) = Level::new(wvalue, &wpath, &mut errors) else {
+            continue;
+        };
+        let wname = w
+            .string("name", &mut errors)
+            .unwrap_or_else(|| wkey.clone());
         // `id` appears in files written by some OpenFn tools; ids are
         // resolved by name against the server, so it is not needed.
         let _ = w.get("id");
         let mut jobs = Vec::new();
         for (jkey, jvalue) in entries(w.get("jobs"), &format!("{wpath}.jobs"), &mut errors) {
             let jpath = format!("{wpath}.jobs.{jkey}");
-            let Some(mut j) = Level::new(jvalue, &jpath, &mut errors) else { continue };
-            let name = j.string("name", &mut errors).unwrap_or_else(|| jkey.clone());
+            let Some(mut j) = Level::new(jvalue, &jpath, &mut errors) else {
+                continue;
+            };
+            let name = j
+                .string("name", &mut errors)
+                .unwrap_or_else(|| jkey.clone());
             let adaptor = j
                 .string("adaptor", &mut errors)
                 .unwrap_or_else(|| crate::document::DEFAULT_ADAPTOR.to_string());
@@ -227,23 +265,47 @@ pub fn parse_project_yaml(text: &str, base_dir: Option<&Path>) -> Result<Project
             if let Some(c) = &credential
                 && !credentials.iter().any(|(k, _)| k == c)
             {
-                errors.add(format!("{jpath}.credential"), format!("{c:?} is not a key of the project's credentials"));
+                errors.add(
+                    format!("{jpath}.credential"),
+                    format!("{c:?} is not a key of the project's credentials"),
+                );
             }
             let _ = j.get("id");
-            j.unsupported("keychain_credential", "keychain credentials are not supported by gabbro yet", &[], &mut errors);
+            j.unsupported(
+                "keychain_credential",
+                "keychain credentials are not supported by gabbro yet",
+                &[],
+                &mut errors,
+            );
             // OpenFn's spec lists `enabled` on jobs; Lightning has no such
             // field any more. Only `true` means what gabbro does.
             if !j.boolean("enabled", true, &mut errors) {
-                errors.add(format!("{jpath}.enabled"), "unsupported: jobs cannot be disabled; disable the edge into the job instead");
+                errors.add(
+                    format!("{jpath}.enabled"),
+                    "unsupported: jobs cannot be disabled; disable the edge into the job instead",
+                );
             }
             j.finish(&mut errors);
-            jobs.push((jkey, JobSpec { name, adaptor, body, credential }));
+            jobs.push((
+                jkey,
+                JobSpec {
+                    name,
+                    adaptor,
+                    body,
+                    credential,
+                },
+            ));
         }
         let mut triggers = Vec::new();
-        for (tkey, tvalue) in entries(w.get("triggers"), &format!("{wpath}.triggers"), &mut errors) {
+        for (tkey, tvalue) in entries(w.get("triggers"), &format!("{wpath}.triggers"), &mut errors)
+        {
             let tpath = format!("{wpath}.triggers.{tkey}");
-            let Some(mut t) = Level::new(tvalue, &tpath, &mut errors) else { continue };
-            let kind = t.string("type", &mut errors).unwrap_or_else(|| "webhook".into());
+            let Some(mut t) = Level::new(tvalue, &tpath, &mut errors) else {
+                continue;
+            };
+            let kind = t
+                .string("type", &mut errors)
+                .unwrap_or_else(|| "webhook".into());
             let enabled = t.boolean("enabled", true, &mut errors);
             let cron_expression = t.string("cron_expression", &mut errors);
             let custom_path = t.string("custom_path", &mut errors);
@@ -254,25 +316,58 @@ pub fn parse_project_yaml(text: &str, base_dir: Option<&Path>) -> Result<Project
                 &["before_start"],
                 &mut errors,
             );
-            t.unsupported("webhook_response_config", "custom webhook responses are not supported by gabbro yet", &[], &mut errors);
-            t.unsupported("cron_cursor_job", "cron cursor jobs are not supported by gabbro yet", &[], &mut errors);
-            t.unsupported("kafka_configuration", "Kafka triggers are not supported by gabbro", &[], &mut errors);
+            t.unsupported(
+                "webhook_response_config",
+                "custom webhook responses are not supported by gabbro yet",
+                &[],
+                &mut errors,
+            );
+            t.unsupported(
+                "cron_cursor_job",
+                "cron cursor jobs are not supported by gabbro yet",
+                &[],
+                &mut errors,
+            );
+            t.unsupported(
+                "kafka_configuration",
+                "Kafka triggers are not supported by gabbro",
+                &[],
+                &mut errors,
+            );
             t.finish(&mut errors);
             match kind.as_str() {
                 "webhook" | "cron" => {}
-                "kafka" => errors.add(format!("{tpath}.type"), "unsupported: Kafka triggers are not supported by gabbro"),
-                other => errors.add(format!("{tpath}.type"), format!("{other:?} is not one of webhook, cron")),
+                "kafka" => errors.add(
+                    format!("{tpath}.type"),
+                    "unsupported: Kafka triggers are not supported by gabbro",
+                ),
+                other => errors.add(
+                    format!("{tpath}.type"),
+                    format!("{other:?} is not one of webhook, cron"),
+                ),
             }
-            triggers.push((tkey, TriggerSpec { kind, enabled, cron_expression, custom_path }));
+            triggers.push((
+                tkey,
+                TriggerSpec {
+                    kind,
+                    enabled,
+                    cron_expression,
+                    custom_path,
+                },
+            ));
         }
         let mut edges = Vec::new();
         for (ekey, evalue) in entries(w.get("edges"), &format!("{wpath}.edges"), &mut errors) {
             let epath = format!("{wpath}.edges.{ekey}");
-            let Some(mut e) = Level::new(evalue, &epath, &mut errors) else { continue };
+            let Some(mut e) = Level::new(evalue, &epath, &mut errors) else {
+                continue;
+            };
             let source_trigger = e.string("source_trigger", &mut errors);
             let source_job = e.string("source_job", &mut errors);
             let target_job = e.required("target_job", &mut errors);
-            let condition_type = e.string("condition_type", &mut errors).unwrap_or_else(|| "always".into());
+            let condition_type = e
+                .string("condition_type", &mut errors)
+                .unwrap_or_else(|| "always".into());
             let condition_expression = e.string("condition_expression", &mut errors);
             let condition_label = e.string("condition_label", &mut errors);
             let enabled = e.boolean("enabled", true, &mut errors);
@@ -281,53 +376,98 @@ pub fn parse_project_yaml(text: &str, base_dir: Option<&Path>) -> Result<Project
             if let Some(s) = &source_trigger
                 && !triggers.iter().any(|(k, _)| k == s)
             {
-                errors.add(format!("{epath}.source_trigger"), format!("{s:?} is not a trigger of this workflow"));
+                errors.add(
+                    format!("{epath}.source_trigger"),
+                    format!("{s:?} is not a trigger of this workflow"),
+                );
             }
             if let Some(s) = &source_job
                 && !jobs.iter().any(|(k, _)| k == s)
             {
-                errors.add(format!("{epath}.source_job"), format!("{s:?} is not a job of this workflow"));
+                errors.add(
+                    format!("{epath}.source_job"),
+                    format!("{s:?} is not a job of this workflow"),
+                );
             }
             if source_job.is_none() && source_trigger.is_none() {
-                errors.add(format!("{epath}.source_job"), "an edge needs a source_trigger or a source_job");
+                errors.add(
+                    format!("{epath}.source_job"),
+                    "an edge needs a source_trigger or a source_job",
+                );
             }
             if !target_job.is_empty() && !jobs.iter().any(|(k, _)| *k == target_job) {
-                errors.add(format!("{epath}.target_job"), format!("{target_job:?} is not a job of this workflow"));
+                errors.add(
+                    format!("{epath}.target_job"),
+                    format!("{target_job:?} is not a job of this workflow"),
+                );
             }
             edges.push((
                 ekey,
-                EdgeSpec { source_trigger, source_job, target_job, condition_type, condition_expression, condition_label, enabled },
+                EdgeSpec {
+                    source_trigger,
+                    source_job,
+                    target_job,
+                    condition_type,
+                    condition_expression,
+                    condition_label,
+                    enabled,
+                },
             ));
         }
         w.finish(&mut errors);
-        workflows.push((wkey, WorkflowSpec { name: wname, jobs, triggers, edges }));
+        workflows.push((
+            wkey,
+            WorkflowSpec {
+                name: wname,
+                jobs,
+                triggers,
+                edges,
+            },
+        ));
     }
     top.finish(&mut errors);
     if errors.is_empty() {
-        Ok(ProjectSpec { name, description, credentials, workflows })
+        Ok(ProjectSpec {
+            name,
+            description,
+            credentials,
+            workflows,
+        })
     } else {
         Err(errors)
     }
 }
 
-fn read_body(level: &mut Level<'_>, jpath: &str, base_dir: Option<&Path>, errors: &mut FieldErrors) -> String {
+fn read_body(
+    level: &mut Level<'_>,
+    jpath: &str,
+    base_dir: Option<&Path>,
+    errors: &mut FieldErrors,
+) -> String {
     let bpath = format!("{jpath}.body");
     match level.get("body") {
         None => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(v @ Value::Mapping(_)) => {
-            let Some(mut b) = Level::new(v, &bpath, errors) else { return String::new() };
+            let Some(mut b) = Level::new(v, &bpath, errors) else {
+                return String::new();
+            };
             let content = b.string("content", errors);
             let path = b.string("path", errors);
             b.finish(errors);
             match (content, path) {
                 (Some(c), _) => c,
                 (None, Some(p)) => {
-                    let file = base_dir.map(|d| d.join(&p)).unwrap_or_else(|| p.clone().into());
+                    let file = base_dir
+                        .map(|d| d.join(&p))
+                        .unwrap_or_else(|| p.clone().into());
                     match std::fs::read_to_string(&file) {
                         Ok(text) => text,
                         Err(e) => {
-                            errors.add(format!("{bpath}.path"), format!("cannot read {}: {e}", file.display()));
+                            errors.add(
+                                format!("{bpath}.path"),
+                                format!("cannot read {}: {e}", file.display()),
+                            );
                             String::new()
                         }
                     }

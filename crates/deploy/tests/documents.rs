@@ -15,7 +15,8 @@ fn shared_dir() -> PathBuf {
 }
 
 fn example() -> String {
-    std::fs::read_to_string(shared_dir().join("examples/project.yaml")).expect("shared/examples/project.yaml")
+    std::fs::read_to_string(shared_dir().join("examples/project.yaml"))
+        .expect("shared/examples/project.yaml")
 }
 
 #[test]
@@ -25,7 +26,10 @@ fn the_example_project_parses_with_its_custom_path_and_edges() {
     let (key, wf) = &spec.workflows[0];
     assert_eq!(key, "register-patients");
     assert_eq!(wf.jobs.len(), 3);
-    assert_eq!(wf.triggers[0].1.custom_path.as_deref(), Some("clinic-register"));
+    assert_eq!(
+        wf.triggers[0].1.custom_path.as_deref(),
+        Some("clinic-register")
+    );
     assert_eq!(wf.edges[2].1.condition_type, "on_job_failure");
 }
 
@@ -74,8 +78,14 @@ workflows:
 "#;
     let errors = parse_project_yaml(yaml, None).unwrap_err();
     let text = errors.to_string();
-    assert!(errors.has("workflows.w.triggers.hook.webhook_reply"), "{text}");
-    assert!(errors.has("workflows.w.triggers.tick.cron_cursor_job"), "{text}");
+    assert!(
+        errors.has("workflows.w.triggers.hook.webhook_reply"),
+        "{text}"
+    );
+    assert!(
+        errors.has("workflows.w.triggers.tick.cron_cursor_job"),
+        "{text}"
+    );
     assert!(errors.has("workflows.w.triggers.k.type"), "{text}");
     assert!(text.contains("unsupported"), "{text}");
 }
@@ -138,10 +148,19 @@ fn document_errors_name_the_field() {
     let errors = parse_document(&doc).unwrap_err();
     assert!(errors.has("workflows[w].jobs[a].kafka"), "{errors}");
     // Unknown fields stop validation early; fix and look again.
-    doc["workflows"][0]["jobs"][0].as_object_mut().unwrap().remove("kafka");
+    doc["workflows"][0]["jobs"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("kafka");
     let errors = parse_document(&doc).unwrap_err();
-    assert!(errors.has("workflows[w].triggers[cron].cron_expression"), "{errors}");
-    assert!(errors.has("workflows[w].edges[1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6].condition_type"), "{errors}");
+    assert!(
+        errors.has("workflows[w].triggers[cron].cron_expression"),
+        "{errors}"
+    );
+    assert!(
+        errors.has("workflows[w].edges[1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6].condition_type"),
+        "{errors}"
+    );
     assert!(errors.has("workflows[w].jobs[a].id"), "{errors}");
 }
 
@@ -150,7 +169,10 @@ fn kafka_and_sync_webhooks_are_refused_in_documents() {
     let mut doc = minimal_document();
     doc["workflows"][0]["triggers"][0]["kafka_configuration"] = json!({"hosts": [["h", "9092"]]});
     let errors = parse_document(&doc).unwrap_err();
-    assert!(errors.has("workflows[w].triggers[cron].kafka_configuration"), "{errors}");
+    assert!(
+        errors.has("workflows[w].triggers[cron].kafka_configuration"),
+        "{errors}"
+    );
     let mut doc = minimal_document();
     doc["collections"] = json!([{"id": "x", "name": "c"}]);
     assert!(parse_document(&doc).unwrap_err().has("collections"));

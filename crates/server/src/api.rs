@@ -32,16 +32,30 @@ fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
-        .map_err(|_| ApiError::BadRequest(format!("{field}: expected an ISO-8601 time such as 2026-01-31T12:00:00Z")))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{field}: expected an ISO-8601 time such as 2026-01-31T12:00:00Z"
+            ))
+        })
 }
 
 /// May `user` see project `project_id`? Superusers see everything; others
 /// the projects they are members of. With `allow_new`, a project that does
 /// not exist yet counts as visible (anyone with a token may create one).
-pub async fn is_member(state: &AppState, user: &ApiUser, project_id: &str, allow_new: bool) -> Result<bool, ApiError> {
+pub async fn is_member(
+    state: &AppState,
+    user: &ApiUser,
+    project_id: &str,
+    allow_new: bool,
+) -> Result<bool, ApiError> {
     let mut c = state.store.read().await?;
     let mut conn = c.reborrow();
-    let exists: Option<i64> = scalar!(conn, i64, "SELECT COUNT(*) FROM projects WHERE id = $1", project_id)?;
+    let exists: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM projects WHERE id = $1",
+        project_id
+    )?;
     if exists.unwrap_or(0) == 0 {
         return Ok(allow_new || user.role == "superuser");
     }
@@ -81,10 +95,17 @@ pub async fn list_projects(State(state): State<AppState>, user: ApiUser) -> ApiR
         &user.role,
         &user.id
     )?;
-    Ok(axum::Json(json!({"data": rows.iter().map(project_json).collect::<Vec<_>>()})).into_response())
+    Ok(
+        axum::Json(json!({"data": rows.iter().map(project_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
 }
 
-pub async fn show_project(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> ApiResult {
+pub async fn show_project(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult {
     if !is_member(&state, &user, &id, false).await? {
         return Err(ApiError::NotFound(format!("project {id} not found")));
     }
@@ -115,9 +136,15 @@ fn workflow_json(w: &WorkflowRow) -> Value {
            "inserted_at": iso(Some(w.inserted_at)), "updated_at": iso(Some(w.updated_at))})
 }
 
-pub async fn list_workflows(State(state): State<AppState>, user: ApiUser, Path(project_id): Path<String>) -> ApiResult {
+pub async fn list_workflows(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(project_id): Path<String>,
+) -> ApiResult {
     if !is_member(&state, &user, &project_id, false).await? {
-        return Err(ApiError::NotFound(format!("project {project_id} not found")));
+        return Err(ApiError::NotFound(format!(
+            "project {project_id} not found"
+        )));
     }
     let mut c = state.store.read().await?;
     let mut conn = c.reborrow();
@@ -127,12 +154,19 @@ pub async fn list_workflows(State(state): State<AppState>, user: ApiUser, Path(p
         "SELECT id, project_id, name, CAST(lock_version AS BIGINT) AS lock_version, inserted_at, updated_at FROM workflows WHERE project_id = $1 AND deleted_at IS NULL ORDER BY name",
         &project_id
     )?;
-    Ok(axum::Json(json!({"data": rows.iter().map(workflow_json).collect::<Vec<_>>()})).into_response())
+    Ok(
+        axum::Json(json!({"data": rows.iter().map(workflow_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
 }
 
 /// A workflow with its jobs, triggers and edges (its latest state, as the
 /// provisioning document shows it).
-pub async fn show_workflow(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> ApiResult {
+pub async fn show_workflow(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult {
     let row: Option<WorkflowRow> = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
@@ -191,26 +225,61 @@ fn work_order_json(w: &WorkOrderRow) -> Value {
 }
 
 const WORK_ORDER_STATES: [&str; 13] = [
-    "pending", "running", "rejected", "available", "claimed", "started", "success", "failed", "crashed", "cancelled", "killed", "exception", "lost",
+    "pending",
+    "running",
+    "rejected",
+    "available",
+    "claimed",
+    "started",
+    "success",
+    "failed",
+    "crashed",
+    "cancelled",
+    "killed",
+    "exception",
+    "lost",
 ];
 
 /// Work orders, newest first; keyset pagination on (inserted_at, id) so a
 /// page costs the same however deep it is.
-pub async fn list_work_orders(State(state): State<AppState>, user: ApiUser, Query(f): Query<WorkOrderFilter>) -> ApiResult {
+pub async fn list_work_orders(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Query(f): Query<WorkOrderFilter>,
+) -> ApiResult {
     if let Some(s) = &f.state
         && !WORK_ORDER_STATES.contains(&s.as_str())
     {
-        return Err(ApiError::BadRequest(format!("state: {s:?} is not a work order state")));
+        return Err(ApiError::BadRequest(format!(
+            "state: {s:?} is not a work order state"
+        )));
     }
     let limit = f.limit.unwrap_or(50).clamp(1, 500);
-    let after = f.inserted_after.as_deref().map(|s| parse_time("inserted_after", s)).transpose()?.unwrap_or(i64::MIN);
-    let before = f.inserted_before.as_deref().map(|s| parse_time("inserted_before", s)).transpose()?.unwrap_or(i64::MAX);
+    let after = f
+        .inserted_after
+        .as_deref()
+        .map(|s| parse_time("inserted_after", s))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let before = f
+        .inserted_before
+        .as_deref()
+        .map(|s| parse_time("inserted_before", s))
+        .transpose()?
+        .unwrap_or(i64::MAX);
     // The cursor is "<inserted_at µs>_<id>" of the last row of the previous page.
     let (cur_at, cur_id) = match &f.cursor {
         None => (i64::MAX, String::new()),
         Some(c) => {
-            let (at, id) = c.split_once('_').ok_or_else(|| ApiError::BadRequest("cursor: not a cursor from this API".into()))?;
-            (at.parse::<i64>().map_err(|_| ApiError::BadRequest("cursor: not a cursor from this API".into()))?, id.to_string())
+            let (at, id) = c
+                .split_once('_')
+                .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor from this API".into()))?;
+            (
+                at.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest("cursor: not a cursor from this API".into())
+                })?,
+                id.to_string(),
+            )
         }
     };
     let mut c = state.store.read().await?;
@@ -236,8 +305,15 @@ pub async fn list_work_orders(State(state): State<AppState>, user: ApiUser, Quer
         &cur_id,
         limit
     )?;
-    let next = if rows.len() as i64 == limit { rows.last().map(|r| format!("{}_{}", r.inserted_at, r.id)) } else { None };
-    Ok(axum::Json(json!({"data": rows.iter().map(work_order_json).collect::<Vec<_>>(), "next_cursor": next})).into_response())
+    let next = if rows.len() as i64 == limit {
+        rows.last().map(|r| format!("{}_{}", r.inserted_at, r.id))
+    } else {
+        None
+    };
+    Ok(axum::Json(
+        json!({"data": rows.iter().map(work_order_json).collect::<Vec<_>>(), "next_cursor": next}),
+    )
+    .into_response())
 }
 
 #[derive(sqlx::FromRow)]
@@ -264,7 +340,11 @@ fn run_json(r: &RunRow) -> Value {
 }
 
 /// A work order with its runs, oldest first.
-pub async fn show_work_order(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> ApiResult {
+pub async fn show_work_order(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult {
     let (wo, project_id, runs) = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
@@ -275,7 +355,12 @@ pub async fn show_work_order(State(state): State<AppState>, user: ApiUser, Path(
             &id
         )?;
         let wo = wo.ok_or_else(|| ApiError::NotFound(format!("work order {id} not found")))?;
-        let project_id: Option<String> = scalar!(conn, String, "SELECT project_id FROM workflows WHERE id = $1", &wo.workflow_id)?;
+        let project_id: Option<String> = scalar!(
+            conn,
+            String,
+            "SELECT project_id FROM workflows WHERE id = $1",
+            &wo.workflow_id
+        )?;
         let runs: Vec<RunRow> = fetch_all!(
             conn,
             RunRow,
@@ -306,7 +391,11 @@ struct StepRow {
 }
 
 /// A run with its steps in execution order.
-pub async fn show_run(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> ApiResult {
+pub async fn show_run(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult {
     let (run, steps) = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
@@ -351,11 +440,20 @@ struct DataclipRow {
 }
 
 /// The dataclip's body, as stored (never re-encoded).
-pub async fn show_dataclip(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> ApiResult {
+pub async fn show_dataclip(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> ApiResult {
     let row: Option<DataclipRow> = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
-        fetch_optional!(conn, DataclipRow, "SELECT project_id, body, wiped_at FROM dataclips WHERE id = $1", &id)?
+        fetch_optional!(
+            conn,
+            DataclipRow,
+            "SELECT project_id, body, wiped_at FROM dataclips WHERE id = $1",
+            &id
+        )?
     };
     let row = row.ok_or_else(|| ApiError::NotFound(format!("dataclip {id} not found")))?;
     if !is_member(&state, &user, &row.project_id, false).await? {
@@ -389,20 +487,38 @@ struct LogRow {
 }
 
 /// A run's log lines in time order, paged by (timestamp, id).
-pub async fn run_log_lines(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>, Query(page): Query<LogPage>) -> ApiResult {
+pub async fn run_log_lines(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+    Query(page): Query<LogPage>,
+) -> ApiResult {
     let limit = page.limit.unwrap_or(500).clamp(1, 5000);
     let (cur_at, cur_id) = match &page.cursor {
         None => (i64::MIN, String::new()),
         Some(c) => {
-            let (at, id) = c.split_once('_').ok_or_else(|| ApiError::BadRequest("cursor: not a cursor from this API".into()))?;
-            (at.parse::<i64>().map_err(|_| ApiError::BadRequest("cursor: not a cursor from this API".into()))?, id.to_string())
+            let (at, id) = c
+                .split_once('_')
+                .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor from this API".into()))?;
+            (
+                at.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest("cursor: not a cursor from this API".into())
+                })?,
+                id.to_string(),
+            )
         }
     };
     let (project_id, rows) = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
-        let project_id: Option<String> = scalar!(conn, String, "SELECT project_id FROM runs WHERE id = $1", &id)?;
-        let project_id = project_id.ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
+        let project_id: Option<String> = scalar!(
+            conn,
+            String,
+            "SELECT project_id FROM runs WHERE id = $1",
+            &id
+        )?;
+        let project_id =
+            project_id.ok_or_else(|| ApiError::NotFound(format!("run {id} not found")))?;
         let rows: Vec<LogRow> = fetch_all!(
             conn,
             LogRow,
@@ -418,7 +534,11 @@ pub async fn run_log_lines(State(state): State<AppState>, user: ApiUser, Path(id
     if !is_member(&state, &user, &project_id, false).await? {
         return Err(ApiError::NotFound(format!("run {id} not found")));
     }
-    let next = if rows.len() as i64 == limit { rows.last().map(|r| format!("{}_{}", r.timestamp, r.id)) } else { None };
+    let next = if rows.len() as i64 == limit {
+        rows.last().map(|r| format!("{}_{}", r.timestamp, r.id))
+    } else {
+        None
+    };
     let data: Vec<Value> = rows
         .iter()
         .map(|l| json!({"id": l.id, "run_id": id, "step_id": l.step_id, "level": l.level, "source": l.source, "message": l.message, "timestamp": iso(Some(l.timestamp))}))

@@ -14,7 +14,10 @@ use crate::state::AppState;
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
-    format!("gbt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "gbt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -34,7 +37,10 @@ pub struct ApiUser {
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -46,7 +52,15 @@ impl FromRequestParts<AppState> for ApiUser {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let user = state.store.user_for_token(token).await?.ok_or(ApiError::Unauthorized)?;
-        Ok(ApiUser { id: user.id, email: user.email, role: user.role })
+        let user = state
+            .store
+            .user_for_token(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(ApiUser {
+            id: user.id,
+            email: user.email,
+            role: user.role,
+        })
     }
 }

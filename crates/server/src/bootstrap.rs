@@ -28,7 +28,10 @@ pub async fn ensure_admin(store: &Store, data_dir: &Path) -> anyhow::Result<bool
     if users.unwrap_or(0) > 0 {
         return Ok(false);
     }
-    let password = random_base64(18).replace(['+', '/'], "x").trim_end_matches('=').to_string();
+    let password = random_base64(18)
+        .replace(['+', '/'], "x")
+        .trim_end_matches('=')
+        .to_string();
     let salt = SaltString::generate(&mut OsRng);
     let password_hash = argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)

@@ -65,8 +65,12 @@ impl Config {
     /// secrets. Refuses PostgreSQL without an explicit encryption key, since
     /// every node must share it.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+        std::fs::create_dir_all(&args.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                args.data_dir.display()
+            )
+        })?;
         let db_url = match &args.db {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", args.data_dir.join("gabbro.db").display()),
@@ -92,8 +96,12 @@ impl Config {
             worker_capacity: args.worker_capacity,
             worker_secret,
             encryption_key,
-            max_body_bytes: usize::try_from(args.max_dataclip_size_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
-            webhook_memory_bytes: usize::try_from(args.webhook_memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(args.max_dataclip_size_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(usize::MAX),
+            webhook_memory_bytes: usize::try_from(
+                args.webhook_memory_mb.saturating_mul(1024 * 1024),
+            )
+            .unwrap_or(usize::MAX),
             cron: args.cron,
         })
     }
@@ -106,8 +114,12 @@ pub fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
         .decode(t)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(t))
         .context("the encryption key is not base64")?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| anyhow::anyhow!("the encryption key must be 32 bytes (base64 of 32 random bytes), got {}", bytes.len()))
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        anyhow::anyhow!(
+            "the encryption key must be 32 bytes (base64 of 32 random bytes), got {}",
+            bytes.len()
+        )
+    })
 }
 
 /// `n` random bytes as base64.
@@ -143,7 +155,9 @@ pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut f = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     drop(f);

@@ -30,7 +30,12 @@ pub const MAX_MISSED_ROWS: usize = 100;
 
 /// Schedule times of `expr` in (after, until], oldest first; stops early
 /// after `cap` + 1 times (the last one is kept: it is the one that fires).
-pub fn due_times(expr: &str, after_us: i64, until_us: i64, cap: usize) -> Result<(Vec<i64>, usize), String> {
+pub fn due_times(
+    expr: &str,
+    after_us: i64,
+    until_us: i64,
+    cap: usize,
+) -> Result<(Vec<i64>, usize), String> {
     let cron = croner::Cron::from_str(expr).map_err(|e| e.to_string())?;
     let Some(start) = DateTime::<Utc>::from_timestamp_micros(after_us) else {
         return Ok((Vec::new(), 0));
@@ -72,30 +77,50 @@ pub async fn tick(state: &AppState) -> Result<usize, gabbro_store::StoreError> {
     Ok(fired)
 }
 
-async fn tick_trigger(state: &AppState, trigger: &CronTrigger) -> Result<bool, gabbro_store::StoreError> {
+async fn tick_trigger(
+    state: &AppState,
+    trigger: &CronTrigger,
+) -> Result<bool, gabbro_store::StoreError> {
     let (last, now) = {
         let mut c = state.store.read().await?;
         let mut conn = c.reborrow();
-        (cron::last_scheduled(&mut conn, &trigger.id).await?, gabbro_store::db_now_us(&mut conn).await?)
+        (
+            cron::last_scheduled(&mut conn, &trigger.id).await?,
+            gabbro_store::db_now_us(&mut conn).await?,
+        )
     };
     // Only times after the trigger was last changed (created, enabled,
     // edited) and after the last time already handled.
     let after = last.unwrap_or(i64::MIN).max(trigger.updated_at);
-    let (mut times, total) = match due_times(&trigger.cron_expression, after, now, MAX_MISSED_ROWS) {
+    let (mut times, total) = match due_times(&trigger.cron_expression, after, now, MAX_MISSED_ROWS)
+    {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(trigger = %trigger.id, expression = %trigger.cron_expression, error = %e, "cron: invalid expression");
             return Ok(false);
         }
     };
-    let Some(scheduled_at) = times.pop() else { return Ok(false) };
+    let Some(scheduled_at) = times.pop() else {
+        return Ok(false);
+    };
     let missed = times;
     let missed_total = total.saturating_sub(1);
     let t = trigger.clone();
     let missed_rows = missed.clone();
     let outcome = state
         .store
-        .write(move |mut c| Box::pin(async move { cron::fire(&mut c, &t, scheduled_at, &missed_rows, gabbro_store::now_us()).await }))
+        .write(move |mut c| {
+            Box::pin(async move {
+                cron::fire(
+                    &mut c,
+                    &t,
+                    scheduled_at,
+                    &missed_rows,
+                    gabbro_store::now_us(),
+                )
+                .await
+            })
+        })
         .await?;
     let Some(fired) = outcome else {
         return Ok(false); // another node handled it
@@ -150,7 +175,10 @@ mod tests {
         let start = 1_700_000_000 * 1_000_000 - (1_700_000_000 * 1_000_000) % MINUTE;
         let (times, total) = due_times("* * * * *", start, start + 5 * MINUTE, 100).unwrap();
         assert_eq!(total, 5);
-        assert_eq!(times, (1..=5).map(|i| start + i * MINUTE).collect::<Vec<_>>());
+        assert_eq!(
+            times,
+            (1..=5).map(|i| start + i * MINUTE).collect::<Vec<_>>()
+        );
     }
 
     #[test]

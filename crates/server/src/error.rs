@@ -24,16 +24,18 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound { what, id } => ApiError::NotFound(format!("{what} {id} not found")),
+            StoreError::NotFound { what, id } => {
+                ApiError::NotFound(format!("{what} {id} not found"))
+            }
             StoreError::Rejected { field, message } => {
                 let mut errors = FieldErrors::default();
                 errors.add(field, message);
                 ApiError::Invalid(errors)
             }
             StoreError::WriterGone => ApiError::Unavailable("the server is shutting down".into()),
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
-                ApiError::Unavailable(format!("the database is unavailable: {e}"))
-            }
+            StoreError::Db(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ApiError::Unavailable(format!("the database is unavailable: {e}")),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -52,10 +54,21 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 json!({"error": "unauthorized", "message": "a valid API token is required: Authorization: Bearer <token>"}),
             ),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, json!({"error": "forbidden", "message": m})),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": "not_found", "message": m})),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": m})),
-            ApiError::Invalid(errors) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors})),
+            ApiError::Forbidden(m) => (
+                StatusCode::FORBIDDEN,
+                json!({"error": "forbidden", "message": m}),
+            ),
+            ApiError::NotFound(m) => (
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": m}),
+            ),
+            ApiError::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": m}),
+            ),
+            ApiError::Invalid(errors) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, json!({"errors": errors}))
+            }
             ApiError::Unavailable(m) => {
                 tracing::warn!(error = %m, "answering 503");
                 let mut resp = (
@@ -63,12 +76,16 @@ impl IntoResponse for ApiError {
                     axum::Json(json!({"error": "unavailable", "message": m, "retry_after": 1})),
                 )
                     .into_response();
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return resp;
             }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "internal", "message": "internal error; see the server log"}))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal", "message": "internal error; see the server log"}),
+                )
             }
         };
         (status, axum::Json(body)).into_response()

@@ -17,7 +17,10 @@ pub struct WebhookTrigger {
 }
 
 /// Find the live webhook trigger answering at `/i/<id_or_path>`.
-pub async fn find_trigger(store: &Store, id_or_path: &str) -> Result<Option<WebhookTrigger>, StoreError> {
+pub async fn find_trigger(
+    store: &Store,
+    id_or_path: &str,
+) -> Result<Option<WebhookTrigger>, StoreError> {
     let mut c = store.read().await?;
     let mut conn = c.reborrow();
     Ok(fetch_optional!(
@@ -30,4 +33,3 @@ pub async fn find_trigger(store: &Store, id_or_path: &str) -> Result<Option<Webh
         id_or_path
     )?)
 }
-

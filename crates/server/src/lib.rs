@@ -1,12 +1,12 @@
 //! The orchestrator (`gabbro serve`): HTTP API, webhooks, provisioning, cron.
 //!
-//! - [`config`]: flags, data directory, generated secrets;
-//! - [`bootstrap`]: the first admin and its token;
-//! - [`routes`]: the router ([`router`]) and its one list of routes;
-//! - [`webhook`] + [`ingest`]: `POST /i/<id>`;
-//! - [`provision`]: `/api/provision`;
-//! - [`api`]: the read API;  [`openapi`]: its description;
-//! - [`cron`]: the scheduler loop;  [`metrics`]: `/metrics`.
+//! - [`config`] — flags, data directory, generated secrets;
+//! - [`bootstrap`] — the first admin and its token;
+//! - [`routes`] — the router ([`router`]) and its one list of routes;
+//! - [`webhook`] and [`ingest`] — `POST /i/<id>`;
+//! - [`provision`] — `/api/provision`;
+//! - [`api`] — the read API, described by [`openapi`];
+//! - [`cron`] — the scheduler loop; [`metrics`] — `/metrics`.
 //!
 //! Other parts (worker socket, embedded worker, UI) add their routes with
 //! [`routes::api_router`]`().merge(theirs).with_state(state)` and start
@@ -52,19 +52,32 @@ pub async fn prepare(args: &ServeArgs) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    Ok(Server { state: AppState::new(store, config), listener })
+    Ok(Server {
+        state: AppState::new(store, config),
+        listener,
+    })
 }
 
 /// Serve until `shutdown` resolves; then stop accepting, finish the
 /// requests in flight and close the database.
-pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    server: Server,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let Server { state, listener } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cron_task = if state.config.cron { Some(tokio::spawn(cron::run(state.clone(), stop_rx.clone()))) } else { None };
+    let cron_task = if state.config.cron {
+        Some(tokio::spawn(cron::run(state.clone(), stop_rx.clone())))
+    } else {
+        None
+    };
     let app = router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, worker_capacity = state.config.worker_capacity, "gabbro serve listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the HTTP server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed")?;
     let _ = stop_tx.send(true);
     if let Some(t) = cron_task {
         let _ = t.await;
@@ -85,8 +98,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves on SIGTERM or SIGINT.

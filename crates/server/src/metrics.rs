@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Bucket bounds in seconds, for latencies from 100 µs to 10 s.
-const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
 
 /// A cumulative latency histogram.
 #[derive(Default)]
@@ -28,18 +30,33 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}", self.buckets[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let wrap = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{wrap} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let wrap = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{wrap} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{wrap} {count}");
     }
 }
@@ -85,10 +102,17 @@ impl Metrics {
         out.push_str("# HELP gabbro_runs Runs in the database by state (queue depth for available/claimed/started).\n");
         out.push_str("# TYPE gabbro_runs gauge\n");
         for state in ["available", "claimed", "started"] {
-            let n = runs_by_state.iter().find(|(s, _)| s == state).map(|(_, n)| *n).unwrap_or(0);
+            let n = runs_by_state
+                .iter()
+                .find(|(s, _)| s == state)
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
             let _ = writeln!(out, "gabbro_runs{{state=\"{state}\"}} {n}");
         }
-        for (state, n) in runs_by_state.iter().filter(|(s, _)| !matches!(s.as_str(), "available" | "claimed" | "started")) {
+        for (state, n) in runs_by_state
+            .iter()
+            .filter(|(s, _)| !matches!(s.as_str(), "available" | "claimed" | "started"))
+        {
             let _ = writeln!(out, "gabbro_runs{{state=\"{state}\"}} {n}");
         }
         out.push_str("# HELP gabbro_runs_finished_total Runs that reached a final state through this node since it started.\n");
@@ -100,7 +124,8 @@ impl Metrics {
         }
         out.push_str("# HELP gabbro_webhook_duration_seconds Webhook request to answer.\n");
         out.push_str("# TYPE gabbro_webhook_duration_seconds histogram\n");
-        self.webhook_latency.render(&mut out, "gabbro_webhook_duration_seconds", "");
+        self.webhook_latency
+            .render(&mut out, "gabbro_webhook_duration_seconds", "");
         out.push_str("# HELP gabbro_webhook_responses_total Webhook answers by status code.\n");
         out.push_str("# TYPE gabbro_webhook_responses_total counter\n");
         if let Ok(m) = self.webhook_responses.lock() {
@@ -110,7 +135,8 @@ impl Metrics {
         }
         out.push_str("# HELP gabbro_claim_duration_seconds Worker claim request to answer.\n");
         out.push_str("# TYPE gabbro_claim_duration_seconds histogram\n");
-        self.claim_latency.render(&mut out, "gabbro_claim_duration_seconds", "");
+        self.claim_latency
+            .render(&mut out, "gabbro_claim_duration_seconds", "");
         out.push_str("# HELP gabbro_cron_fires_total Cron schedule times handled by this node, by outcome.\n");
         out.push_str("# TYPE gabbro_cron_fires_total counter\n");
         if let Ok(m) = self.cron_fires.lock() {

@@ -36,7 +36,18 @@ const ID: (&str, &str, &str) = ("id", "path", "the record's id (UUID)");
 
 pub fn document() -> Value {
     let authed = |summary: &str, params: &[(&str, &str, &str)], desc: &str| {
-        op(summary, true, params, with_errors(ok(desc), &[("401", "no or unknown bearer token"), ("404", "not found or not visible to this token")]))
+        op(
+            summary,
+            true,
+            params,
+            with_errors(
+                ok(desc),
+                &[
+                    ("401", "no or unknown bearer token"),
+                    ("404", "not found or not visible to this token"),
+                ],
+            ),
+        )
     };
     json!({
         "openapi": "3.1.0",
@@ -96,8 +107,10 @@ mod tests {
 
     #[test]
     fn every_route_is_documented_and_every_documented_route_exists() {
-        let served: BTreeSet<(String, String)> =
-            crate::routes::routes().into_iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        let served: BTreeSet<(String, String)> = crate::routes::routes()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
         let doc = super::document();
         let mut documented = BTreeSet::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -107,7 +120,13 @@ mod tests {
         }
         let missing: Vec<_> = served.difference(&documented).collect();
         let extra: Vec<_> = documented.difference(&served).collect();
-        assert!(missing.is_empty(), "served but not in openapi.json: {missing:?}");
-        assert!(extra.is_empty(), "in openapi.json but not served: {extra:?}");
+        assert!(
+            missing.is_empty(),
+            "served but not in openapi.json: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "in openapi.json but not served: {extra:?}"
+        );
     }
 }

@@ -13,13 +13,21 @@ use crate::auth::ApiUser;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn create(State(state): State<AppState>, user: ApiUser, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    user: ApiUser,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     let doc = parse_document(&value).map_err(ApiError::Invalid)?;
     if user.role != "superuser" && !crate::api::is_member(&state, &user, &doc.id, true).await? {
-        return Err(ApiError::Forbidden("you may not provision this project".into()));
+        return Err(ApiError::Forbidden(
+            "you may not provision this project".into(),
+        ));
     }
-    let empty = crate::vault::encrypt(&state.config.encryption_key, b"{}").map_err(ApiError::Internal)?;
+    let empty =
+        crate::vault::encrypt(&state.config.encryption_key, b"{}").map_err(ApiError::Internal)?;
     let user_id = user.id.clone();
     let outcome = state
         .store
@@ -40,7 +48,11 @@ pub async fn create(State(state): State<AppState>, user: ApiUser, body: axum::bo
         .await?;
     match outcome {
         ProvisionOutcome::Invalid(errors) => Err(ApiError::Invalid(errors)),
-        ProvisionOutcome::Applied { project_id, created, new_snapshots } => {
+        ProvisionOutcome::Applied {
+            project_id,
+            created,
+            new_snapshots,
+        } => {
             tracing::info!(project = %project_id, created, snapshots = new_snapshots.len(), "provisioned");
             let doc = load(&state, &project_id).await?;
             let mut resp = (StatusCode::CREATED, axum::Json(json!({"data": doc}))).into_response();
@@ -52,7 +64,11 @@ pub async fn create(State(state): State<AppState>, user: ApiUser, body: axum::bo
     }
 }
 
-pub async fn show(State(state): State<AppState>, user: ApiUser, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    user: ApiUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     if !crate::api::is_member(&state, &user, &id, false).await? {
         return Err(ApiError::NotFound(format!("project {id} not found")));
     }
@@ -63,5 +79,7 @@ pub async fn show(State(state): State<AppState>, user: ApiUser, Path(id): Path<S
 async fn load(state: &AppState, id: &str) -> Result<gabbro_deploy::ProjectDocument, ApiError> {
     let mut c = state.store.read().await?;
     let mut conn = c.reborrow();
-    provision::load(&mut conn, id).await?.ok_or_else(|| ApiError::NotFound(format!("project {id} not found")))
+    provision::load(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("project {id} not found")))
 }

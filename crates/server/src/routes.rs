@@ -23,7 +23,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("get", "/api/provision/{id}", get(provision::show)),
         ("get", "/api/projects", get(api::list_projects)),
         ("get", "/api/projects/{id}", get(api::show_project)),
-        ("get", "/api/projects/{id}/workflows", get(api::list_workflows)),
+        (
+            "get",
+            "/api/projects/{id}/workflows",
+            get(api::list_workflows),
+        ),
         ("get", "/api/workflows/{id}", get(api::show_workflow)),
         ("get", "/api/work_orders", get(api::list_work_orders)),
         ("get", "/api/work_orders/{id}", get(api::show_work_order)),
@@ -46,7 +50,9 @@ pub fn api_router() -> Router<AppState> {
             None => merged.push((path, handler)),
         }
     }
-    merged.into_iter().fold(Router::new(), |r, (path, h)| r.route(path, h))
+    merged
+        .into_iter()
+        .fold(Router::new(), |r, (path, h)| r.route(path, h))
 }
 
 /// The whole HTTP surface of this crate with its state.
@@ -54,13 +60,19 @@ pub fn router(state: AppState) -> Router {
     // Webhook bodies are limited and streamed by the handler itself; the
     // provisioning document gets axum's default extractor limit raised.
     api_router()
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_bytes.max(2 * 1024 * 1024)))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes.max(2 * 1024 * 1024),
+        ))
         .with_state(state)
 }
 
 /// 200 as soon as the API accepts requests (the admin files exist by then).
 async fn health() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 #[derive(sqlx::FromRow)]
@@ -73,10 +85,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let counts: Vec<StateCount> = match state.store.read().await {
         Ok(mut c) => {
             let mut conn = c.reborrow();
-            gabbro_store::fetch_all!(conn, StateCount, "SELECT state, COUNT(*) AS n FROM runs GROUP BY state").unwrap_or_default()
+            gabbro_store::fetch_all!(
+                conn,
+                StateCount,
+                "SELECT state, COUNT(*) AS n FROM runs GROUP BY state"
+            )
+            .unwrap_or_default()
         }
         Err(_) => Vec::new(),
     };
     let counts: Vec<(String, i64)> = counts.into_iter().map(|c| (c.state, c.n)).collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&counts)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&counts),
+    )
+        .into_response()
 }

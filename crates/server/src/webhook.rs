@@ -50,11 +50,19 @@ pub async fn receive(
 ) -> Response {
     let started = Instant::now();
     let resp = handle(&state, &id, query, headers, body).await;
-    state.metrics.webhook_answered(resp.status().as_u16(), started.elapsed());
+    state
+        .metrics
+        .webhook_answered(resp.status().as_u16(), started.elapsed());
     resp
 }
 
-async fn handle(state: &AppState, id: &str, query: Option<String>, headers: HeaderMap, body: Body) -> Response {
+async fn handle(
+    state: &AppState,
+    id: &str,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let trigger = match ingest::find_trigger(&state.store, id).await {
         Ok(Some(t)) => t,
         Ok(None) => return reply(StatusCode::NOT_FOUND, json!({"error": "Webhook not found"})),
@@ -92,7 +100,12 @@ async fn handle(state: &AppState, id: &str, query: Option<String>, headers: Head
     };
     let body_json = match to_json_text(kind, &bytes) {
         Ok(text) => text,
-        Err(msg) => return reply(StatusCode::BAD_REQUEST, json!({"error": "malformed_body", "message": msg})),
+        Err(msg) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "malformed_body", "message": msg}),
+            );
+        }
     };
     drop(bytes);
     let idempotency_key = headers
@@ -139,7 +152,8 @@ fn overloaded() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         json!({"error": "overloaded", "message": "too many webhook bodies in flight; retry shortly", "retry_after": 1}),
     );
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
 
@@ -155,7 +169,13 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Some(BodyKind::Unspecified);
     };
-    let ct = ct.to_str().ok()?.split(';').next()?.trim().to_ascii_lowercase();
+    let ct = ct
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()?
+        .trim()
+        .to_ascii_lowercase();
     if ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json")) {
         Some(BodyKind::Json)
     } else if ct == "application/x-www-form-urlencoded" {
@@ -175,34 +195,44 @@ async fn read_body(
     limit: usize,
 ) -> Result<(Vec<u8>, Vec<OwnedSemaphorePermit>), Response> {
     let mut permits = Vec::new();
-    let mut take = |bytes: usize| -> Result<(), Response> {
+    // Take memory permits for `bytes` more bytes; false when the budget is spent.
+    let mut take = |bytes: usize| -> bool {
         let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         if kib == 0 {
-            return Ok(());
+            return true;
         }
         match state.webhook_memory.clone().try_acquire_many_owned(kib) {
             Ok(p) => {
                 permits.push(p);
-                Ok(())
+                true
             }
-            Err(_) => Err(overloaded()),
+            Err(_) => false,
         }
     };
     let mut buf = Vec::new();
     if let Some(n) = declared {
-        take(n)?;
+        if !take(n) {
+            return Err(overloaded());
+        }
         buf.reserve_exact(n);
     }
     let mut held = declared.unwrap_or(0);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| reply(StatusCode::BAD_REQUEST, json!({"error": "bad_request", "message": format!("could not read the body: {e}")})))?;
+        let chunk = chunk.map_err(|e| {
+            reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": format!("could not read the body: {e}")}),
+            )
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
         buf.extend_from_slice(&chunk);
         if buf.len() > held {
-            take(buf.len() - held)?;
+            if !take(buf.len() - held) {
+                return Err(overloaded());
+            }
             held = buf.len();
         }
     }
@@ -214,12 +244,14 @@ fn to_json_text(kind: BodyKind, bytes: &[u8]) -> Result<String, String> {
     match kind {
         BodyKind::Unspecified if bytes.iter().all(u8::is_ascii_whitespace) => Ok("{}".into()),
         BodyKind::Json | BodyKind::Unspecified => {
-            let text = std::str::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_string())?;
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| "the body is not UTF-8".to_string())?;
             if text.trim().is_empty() {
                 return Ok("{}".into());
             }
             // Validate without building a tree; keep the bytes as sent.
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| format!("malformed JSON: {e}"))?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| format!("malformed JSON: {e}"))?;
             if text.contains("\"configuration\"") {
                 return strip_configuration(text);
             }
@@ -238,9 +270,17 @@ fn to_json_text(kind: BodyKind, bytes: &[u8]) -> Result<String, String> {
 /// Lightning drops a top-level `configuration` key from dataclips (it is
 /// where credentials live in a job's state).
 fn strip_configuration(text: &str) -> Result<String, String> {
-    let mut value: Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
-    let removed = value.as_object_mut().and_then(|obj| obj.remove("configuration")).is_some();
-    Ok(if removed { value.to_string() } else { text.to_string() })
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+    let removed = value
+        .as_object_mut()
+        .and_then(|obj| obj.remove("configuration"))
+        .is_some();
+    Ok(if removed {
+        value.to_string()
+    } else {
+        text.to_string()
+    })
 }
 
 /// `{method, path, query_params, headers}` as Lightning records it: the path
@@ -258,7 +298,10 @@ fn request_json(id: &str, query: Option<&str>, headers: &HeaderMap) -> String {
         if PRIVATE_HEADERS.contains(&name) {
             continue;
         }
-        hs.insert(name.to_string(), Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()));
+        hs.insert(
+            name.to_string(),
+            Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        );
     }
     json!({
         "method": Method::POST.as_str(),
@@ -283,7 +326,13 @@ fn check_auth(state: &AppState, trigger: &WebhookTrigger, headers: &HeaderMap) -
     match kind {
         "api" => match headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
             None => Some(unauthorized()),
-            Some(given) if secret.as_deref().is_some_and(|s| constant_time_eq(s.as_bytes(), given.as_bytes())) => None,
+            Some(given)
+                if secret
+                    .as_deref()
+                    .is_some_and(|s| constant_time_eq(s.as_bytes(), given.as_bytes())) =>
+            {
+                None
+            }
             Some(_) => Some(not_found()),
         },
         "basic" => {
@@ -291,13 +340,25 @@ fn check_auth(state: &AppState, trigger: &WebhookTrigger, headers: &HeaderMap) -
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Basic "))
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+                .and_then(|b| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.trim())
+                        .ok()
+                })
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
             match given {
                 None => Some(unauthorized()),
                 Some(pair) => {
-                    let expected = format!("{}:{}", trigger.auth_username.as_deref().unwrap_or(""), secret.unwrap_or_default());
-                    if constant_time_eq(expected.as_bytes(), pair.as_bytes()) { None } else { Some(not_found()) }
+                    let expected = format!(
+                        "{}:{}",
+                        trigger.auth_username.as_deref().unwrap_or(""),
+                        secret.unwrap_or_default()
+                    );
+                    if constant_time_eq(expected.as_bytes(), pair.as_bytes()) {
+                        None
+                    } else {
+                        Some(not_found())
+                    }
                 }
             }
         }

@@ -35,17 +35,27 @@ async fn provision_cron(store: &Store) -> String {
     });
     let doc = gabbro_deploy::parse_document(&doc).expect("valid document");
     let outcome = store
-        .write(move |mut c| Box::pin(async move { gabbro_store::provision::apply(&mut c, &doc, "x").await }))
+        .write(move |mut c| {
+            Box::pin(async move { gabbro_store::provision::apply(&mut c, &doc, "x").await })
+        })
         .await
         .unwrap();
-    assert!(matches!(outcome, gabbro_store::provision::ProvisionOutcome::Applied { .. }));
+    assert!(matches!(
+        outcome,
+        gabbro_store::provision::ProvisionOutcome::Applied { .. }
+    ));
     // Pretend the trigger was enabled 5 minutes ago (and the server was down since).
     let id = trigger_id.clone();
     store
         .write(move |mut c| {
             Box::pin(async move {
                 let past = gabbro_store::now_us() - 5 * MINUTE - 1;
-                exec!(c, "UPDATE triggers SET updated_at = $1 WHERE id = $2", past, &id)?;
+                exec!(
+                    c,
+                    "UPDATE triggers SET updated_at = $1 WHERE id = $2",
+                    past,
+                    &id
+                )?;
                 Ok(())
             })
         })
@@ -55,7 +65,9 @@ async fn provision_cron(store: &Store) -> String {
 }
 
 async fn two_nodes_fire_once(backend: Backend) {
-    let db = TestDb::new(backend).await.expect("test database (PostgreSQL must be reachable)");
+    let db = TestDb::new(backend)
+        .await
+        .expect("test database (PostgreSQL must be reachable)");
     let trigger_id = provision_cron(&db.store).await;
     // A second node: its own connection pool on the same database.
     let other = Store::connect(&db.url).await.unwrap();
@@ -65,14 +77,41 @@ async fn two_nodes_fire_once(backend: Backend) {
     let fired = ra.unwrap() + rb.unwrap();
     assert_eq!(fired, 1, "exactly one node fires the latest time");
     // Ticking again at once fires nothing new.
-    assert_eq!(gabbro_server::cron::tick(&a).await.unwrap() + gabbro_server::cron::tick(&b).await.unwrap(), 0);
+    assert_eq!(
+        gabbro_server::cron::tick(&a).await.unwrap() + gabbro_server::cron::tick(&b).await.unwrap(),
+        0
+    );
 
     let mut c = db.store.read().await.unwrap();
     let mut conn = c.reborrow();
-    let fires: Option<i64> = scalar!(conn, i64, "SELECT COUNT(*) FROM cron_fires WHERE trigger_id = $1 AND outcome = 'fired'", &trigger_id).unwrap();
-    let missed: Option<i64> = scalar!(conn, i64, "SELECT COUNT(*) FROM cron_fires WHERE trigger_id = $1 AND outcome = 'missed'", &trigger_id).unwrap();
-    let work_orders: Option<i64> = scalar!(conn, i64, "SELECT COUNT(*) FROM work_orders WHERE trigger_id = $1", &trigger_id).unwrap();
-    let runs: Option<i64> = scalar!(conn, i64, "SELECT COUNT(*) FROM runs WHERE starting_trigger_id = $1 AND state = 'available'", &trigger_id).unwrap();
+    let fires: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM cron_fires WHERE trigger_id = $1 AND outcome = 'fired'",
+        &trigger_id
+    )
+    .unwrap();
+    let missed: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM cron_fires WHERE trigger_id = $1 AND outcome = 'missed'",
+        &trigger_id
+    )
+    .unwrap();
+    let work_orders: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM work_orders WHERE trigger_id = $1",
+        &trigger_id
+    )
+    .unwrap();
+    let runs: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM runs WHERE starting_trigger_id = $1 AND state = 'available'",
+        &trigger_id
+    )
+    .unwrap();
     let input: Option<String> = scalar!(
         conn,
         String,
@@ -81,10 +120,18 @@ async fn two_nodes_fire_once(backend: Backend) {
     )
     .unwrap();
     assert_eq!(fires, Some(1));
-    assert_eq!(missed, Some(4), "the 4 earlier minutes are recorded as missed");
+    assert_eq!(
+        missed,
+        Some(4),
+        "the 4 earlier minutes are recorded as missed"
+    );
     assert_eq!(work_orders, Some(1));
     assert_eq!(runs, Some(1));
-    assert_eq!(input.as_deref(), Some("{}"), "no earlier success: the input is {{}}");
+    assert_eq!(
+        input.as_deref(),
+        Some("{}"),
+        "no earlier success: the input is {{}}"
+    );
     drop(c);
     other.close().await;
     db.cleanup().await;

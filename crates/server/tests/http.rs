@@ -31,8 +31,11 @@ struct TestServer {
 impl TestServer {
     async fn start(backend: Backend) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let db = TestDb::new(backend).await.expect("test database (PostgreSQL must be reachable)");
-        let data_dir = std::env::temp_dir().join(format!("gabbro-serve-test-{}", uuid::Uuid::new_v4()));
+        let db = TestDb::new(backend)
+            .await
+            .expect("test database (PostgreSQL must be reachable)");
+        let data_dir =
+            std::env::temp_dir().join(format!("gabbro-serve-test-{}", uuid::Uuid::new_v4()));
         let args = ServeArgs {
             data_dir: data_dir.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -47,12 +50,21 @@ impl TestServer {
         };
         let server = prepare(&args).await.expect("server prepared");
         let url = format!("http://{}", server.listener.local_addr().unwrap());
-        let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin.token written before serving");
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin.token written before serving");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(server, async move {
             let _ = rx.await;
         }));
-        TestServer { url, token: token.trim().to_string(), data_dir, stop: Some(tx), task: Some(task), db: Some(db), http: reqwest::Client::new() }
+        TestServer {
+            url,
+            token: token.trim().to_string(),
+            data_dir,
+            stop: Some(tx),
+            task: Some(task),
+            db: Some(db),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn stop(mut self) {
@@ -69,13 +81,26 @@ impl TestServer {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -83,7 +108,10 @@ impl TestServer {
     async fn deploy_example(&self) -> i32 {
         gabbro_deploy::deploy(gabbro_deploy::DeployArgs {
             file: shared_dir().join("examples/project.yaml"),
-            server: gabbro_deploy::ServerArgs { server: self.url.clone(), token: Some(self.token.clone()) },
+            server: gabbro_deploy::ServerArgs {
+                server: self.url.clone(),
+                token: Some(self.token.clone()),
+            },
         })
         .await
         .expect("deploy ran")
@@ -92,7 +120,12 @@ impl TestServer {
 
 async fn deploy_post_and_read_back(backend: Backend) {
     let s = TestServer::start(backend).await;
-    let r = s.http.get(format!("{}/health", s.url)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
     assert_eq!(s.deploy_example().await, 0);
@@ -105,11 +138,15 @@ async fn deploy_post_and_read_back(backend: Backend) {
     // The same file again changes nothing: same ids, no new snapshot.
     assert_eq!(s.deploy_example().await, 0);
     let (_, after) = s.get(&format!("/api/provision/{project_id}")).await;
-    assert_eq!(before, after, "a second deploy of the same file changed the project");
+    assert_eq!(
+        before, after,
+        "a second deploy of the same file changed the project"
+    );
     assert_eq!(after["data"]["workflows"][0]["lock_version"], 1);
 
     // Post to the webhook by its custom path.
-    let payload = json!({"patients": [{"id": 1, "given": "Ada", "family": "Lovelace", "age": "36"}]});
+    let payload =
+        json!({"patients": [{"id": 1, "given": "Ada", "family": "Lovelace", "age": "36"}]});
     let r = s
         .http
         .post(format!("{}/i/clinic-register?source=test", s.url))
@@ -120,11 +157,27 @@ async fn deploy_post_and_read_back(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let wo_header = r.headers().get("x-meta-work-order-id").unwrap().to_str().unwrap().to_string();
-    let run_header = r.headers().get("x-meta-run-id").unwrap().to_str().unwrap().to_string();
+    let wo_header = r
+        .headers()
+        .get("x-meta-work-order-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let run_header = r
+        .headers()
+        .get("x-meta-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: Value = r.json().await.unwrap();
     let wo_id = body["work_order_id"].as_str().unwrap().to_string();
-    assert_eq!(body.as_object().unwrap().len(), 1, "the reply is {{work_order_id}} only, never wrapped: {body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        1,
+        "the reply is {{work_order_id}} only, never wrapped: {body}"
+    );
     assert_eq!(wo_id, wo_header);
 
     let (status, wo) = s.get(&format!("/api/work_orders/{wo_id}")).await;
@@ -147,12 +200,21 @@ async fn deploy_post_and_read_back(backend: Backend) {
     // The request part is stored without secrets.
     let mut c = s.db.as_ref().unwrap().store.read().await.unwrap();
     let mut conn = c.reborrow();
-    let request: Option<String> = gabbro_store::scalar!(conn, String, "SELECT request FROM dataclips WHERE id = $1", dataclip_id).unwrap();
+    let request: Option<String> = gabbro_store::scalar!(
+        conn,
+        String,
+        "SELECT request FROM dataclips WHERE id = $1",
+        dataclip_id
+    )
+    .unwrap();
     let request: Value = serde_json::from_str(&request.unwrap()).unwrap();
     assert_eq!(request["method"], "POST");
     assert_eq!(request["query_params"]["source"], "test");
     assert_eq!(request["headers"]["x-partner"], "kept");
-    assert!(request["headers"].get("x-api-key").is_none(), "x-api-key must not be stored: {request}");
+    assert!(
+        request["headers"].get("x-api-key").is_none(),
+        "x-api-key must not be stored: {request}"
+    );
     drop(c);
 
     // Listing with filters.
@@ -165,7 +227,14 @@ async fn deploy_post_and_read_back(backend: Backend) {
     // Idempotency-Key: the same work order again.
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r = s.http.post(format!("{}/i/clinic-register", s.url)).header("idempotency-key", "abc-1").json(&payload).send().await.unwrap();
+        let r = s
+            .http
+            .post(format!("{}/i/clinic-register", s.url))
+            .header("idempotency-key", "abc-1")
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
         ids.push(r.json::<Value>().await.unwrap()["work_order_id"].clone());
     }
@@ -187,24 +256,64 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
     assert_eq!(s.deploy_example().await, 0);
     let hook = format!("{}/i/clinic-register", s.url);
 
-    let r = s.http.post(&hook).header("content-type", "application/json").body("{\"a\": ").send().await.unwrap();
+    let r = s
+        .http
+        .post(&hook)
+        .header("content-type", "application/json")
+        .body("{\"a\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400, "malformed JSON");
-    let r = s.http.post(&hook).header("content-type", "text/plain").body("hello").send().await.unwrap();
+    let r = s
+        .http
+        .post(&hook)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 415, "wrong content type");
     let big = format!("{{\"x\": \"{}\"}}", "a".repeat(1024 * 1024 + 10));
-    let r = s.http.post(&hook).header("content-type", "application/json").body(big).send().await.unwrap();
+    let r = s
+        .http
+        .post(&hook)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413, "oversized body");
-    let r = s.http.post(format!("{}/i/no-such-hook", s.url)).json(&json!({})).send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/i/no-such-hook", s.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404, "unknown webhook");
 
     // Unknown ids and bad tokens.
-    let (status, _) = s.get(&format!("/api/work_orders/{}", uuid::Uuid::new_v4())).await;
+    let (status, _) = s
+        .get(&format!("/api/work_orders/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(status, 404);
     let (status, _) = s.get(&format!("/api/runs/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(status, 404);
-    let r = s.http.get(format!("{}/api/projects", s.url)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/api/projects", s.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401, "no token");
-    let r = s.http.get(format!("{}/api/projects", s.url)).bearer_auth("gbt_wrong").send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/api/projects", s.url))
+        .bearer_auth("gbt_wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401, "unknown token");
 
     // Invalid documents: 422 naming the field.
@@ -215,13 +324,27 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
     doc["workflows"][0]["triggers"][0]["webhook_reply"] = json!("after_completion");
     let (status, body) = s.post_json("/api/provision", &doc).await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["errors"].as_object().unwrap().keys().any(|k| k.ends_with("webhook_reply")), "{body}");
+    assert!(
+        body["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("webhook_reply")),
+        "{body}"
+    );
 
     let mut doc = current["data"].clone();
     doc["workflows"][0]["edges"][1]["target_job_id"] = json!(uuid::Uuid::new_v4().to_string());
     let (status, body) = s.post_json("/api/provision", &doc).await;
     assert_eq!(status, 422);
-    assert!(body["errors"].as_object().unwrap().keys().any(|k| k.ends_with("target_job_id")), "{body}");
+    assert!(
+        body["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("target_job_id")),
+        "{body}"
+    );
 
     // Another project may not take this one's custom path.
     let other = json!({
@@ -232,9 +355,24 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
     });
     let (status, body) = s.post_json("/api/provision", &other).await;
     assert_eq!(status, 422);
-    assert!(body["errors"].as_object().unwrap().keys().any(|k| k.ends_with("custom_path")), "{body}");
+    assert!(
+        body["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.ends_with("custom_path")),
+        "{body}"
+    );
 
-    let r = s.http.post(format!("{}/api/provision", s.url)).bearer_auth(&s.token).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/api/provision", s.url))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
     // A disabled trigger answers 403 trigger_disabled.
@@ -244,7 +382,10 @@ async fn bad_input_is_refused_clearly(backend: Backend) {
     assert_eq!(status, 201);
     let r = s.http.post(&hook).json(&json!({})).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "trigger_disabled");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "trigger_disabled"
+    );
     s.stop().await;
 }
 
@@ -253,7 +394,10 @@ async fn pull_writes_the_project_back(backend: Backend) {
     assert_eq!(s.deploy_example().await, 0);
     let out = s.data_dir.join("pulled.yaml");
     let code = gabbro_deploy::pull(gabbro_deploy::PullArgs {
-        server: gabbro_deploy::ServerArgs { server: s.url.clone(), token: Some(s.token.clone()) },
+        server: gabbro_deploy::ServerArgs {
+            server: s.url.clone(),
+            token: Some(s.token.clone()),
+        },
         project: Some("clinic-sync".into()),
         output: Some(out.clone()),
     })
@@ -263,7 +407,11 @@ async fn pull_writes_the_project_back(backend: Backend) {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("custom_path: clinic-register"), "{text}");
     let pulled = gabbro_deploy::spec::parse_project_yaml(&text, None).unwrap();
-    let original = gabbro_deploy::spec::parse_project_yaml(&std::fs::read_to_string(shared_dir().join("examples/project.yaml")).unwrap(), None).unwrap();
+    let original = gabbro_deploy::spec::parse_project_yaml(
+        &std::fs::read_to_string(shared_dir().join("examples/project.yaml")).unwrap(),
+        None,
+    )
+    .unwrap();
     assert_eq!(pulled, original);
     s.stop().await;
 }
@@ -271,12 +419,37 @@ async fn pull_writes_the_project_back(backend: Backend) {
 async fn metrics_and_openapi_answer(backend: Backend) {
     let s = TestServer::start(backend).await;
     assert_eq!(s.deploy_example().await, 0);
-    let r = s.http.post(format!("{}/i/clinic-register", s.url)).json(&json!({"a": 1})).send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/i/clinic-register", s.url))
+        .json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let text = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("gabbro_runs{state=\"available\"} 1"), "{text}");
-    assert!(text.contains("gabbro_webhook_duration_seconds_count 1"), "{text}");
-    let r = s.http.get(format!("{}/api/openapi.json", s.url)).send().await.unwrap();
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("gabbro_runs{state=\"available\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("gabbro_webhook_duration_seconds_count 1"),
+        "{text}"
+    );
+    let r = s
+        .http
+        .get(format!("{}/api/openapi.json", s.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let doc: Value = r.json().await.unwrap();
     assert!(doc["paths"]["/i/{id}"]["post"].is_object());

@@ -153,6 +153,9 @@ pub async fn claim_loop(
         backoff.reset();
         let mut state = socket.watch_state();
         loop {
+            if *shutdown.borrow() {
+                break 'connection;
+            }
             // A full journal means deliveries are behind: claim nothing more.
             if shared.journal.is_full() {
                 tracing::warn!(
@@ -184,9 +187,16 @@ pub async fn claim_loop(
                 queues: vec!["manual".into(), "*".into()],
             };
             let payload = serde_json::to_value(&claim).unwrap_or_default();
+            let request = socket.request(&ch, CLAIM, payload, cfg.claim_timeout);
+            tokio::pin!(request);
             let result = tokio::select! {
-                r = socket.request(&ch, CLAIM, payload, cfg.claim_timeout) => r,
-                _ = shutdown.changed() => break 'connection,
+                r = &mut request => r,
+                // A claim already sent may come back with runs that are now
+                // ours: wait a little for it rather than strand them.
+                _ = shutdown.changed() => match tokio::time::timeout(cfg.message_timeout, &mut request).await {
+                    Ok(r) => r,
+                    Err(_) => break 'connection,
+                },
             };
             let got_runs = match result {
                 Ok(reply) if reply.is_ok() => match ClaimReply::deserialize(&reply.response_json())

@@ -546,3 +546,34 @@ async fn measure_throughput_against_the_double() {
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_finishes_the_active_run_and_claims_nothing_more() {
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |a| a.capacity = Some(1));
+    l.enqueue(one_job_run(
+        "run-active",
+        "fn(state => new Promise(resolve => setTimeout(() => resolve({ ...state, data: { y: 2 } }), 500)));",
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while step_starts(&l.events("run-active")).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    w.stop.send(true).unwrap();
+    l.enqueue(one_job_run("run-after-stop", ADD_ONE));
+    let code = tokio::time::timeout(Duration::from_secs(30), w.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    let done = l
+        .completed("run-active")
+        .expect("the active run was finished before exit");
+    assert_eq!(done.reason, Reason::Success);
+    assert!(l.events("run-after-stop").is_empty(), "claimed after stop");
+}

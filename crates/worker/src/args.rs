@@ -101,6 +101,34 @@ pub struct WorkerArgs {
         hide = true
     )]
     pub heartbeat_seconds: Option<u64>,
+    /// Log level (OpenFn's `--log`, env WORKER_LOG_LEVEL); `RUST_LOG` wins.
+    #[arg(long = "log", env = "GABBRO_LOG", hide = true)]
+    pub log: Option<String>,
+    /// OpenFn's worker flags that have no meaning here; accepted (so an
+    /// OpenFn deployment's command line works unchanged) and ignored.
+    #[arg(short = 'd', long = "repo-dir", hide = true)]
+    pub repo_dir: Option<String>,
+    #[arg(long = "workloops", hide = true)]
+    pub workloops: Option<String>,
+    #[arg(long = "state-props-to-remove", hide = true)]
+    pub state_props_to_remove: Option<String>,
+}
+
+impl WorkerArgs {
+    /// OpenFn flags given that gabbro ignores, for a start-up warning.
+    fn ignored_flags(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.repo_dir.is_some() {
+            v.push("--repo-dir (adaptors are built in)");
+        }
+        if self.workloops.is_some() {
+            v.push("--workloops (one workloop: manual>*)");
+        }
+        if self.state_props_to_remove.is_some() {
+            v.push("--state-props-to-remove (configuration and response are always removed)");
+        }
+        v
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -256,9 +284,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         tracing::info!("shutting down: no new claims; finishing active runs");
         let _ = stop_tx.send(true);
     });
+    let level = args
+        .log
+        .clone()
+        .or_else(|| env("WORKER_LOG_LEVEL"))
+        .unwrap_or_else(|| "info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
@@ -270,6 +304,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
 /// it installs no log subscriber).
 pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyhow::Result<i32> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    for flag in args.ignored_flags() {
+        tracing::warn!("ignoring OpenFn worker flag {flag}");
+    }
     let settings = args.resolve()?;
     let journal = crate::journal_dir::JournalDir::open(&settings.journal_dir)?;
     let mut config = settings.config_without_id.clone();

@@ -56,6 +56,10 @@ mod cli_tests {
             "5",
             "-p",
             "0",
+            "--log",
+            "debug",
+            "-d",
+            "/tmp/repo",
         ])
         .unwrap();
         let s = cli.args.resolve().unwrap();

@@ -456,6 +456,120 @@ async fn metrics_and_openapi_answer(backend: Backend) {
     s.stop().await;
 }
 
+async fn redeploy_removes_what_the_file_no_longer_lists(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    assert_eq!(s.deploy_example().await, 0);
+    let example = std::fs::read_to_string(shared_dir().join("examples/project.yaml")).unwrap();
+    // Drop the report-failure job and its edge.
+    let trimmed: String = {
+        let mut out = Vec::new();
+        let mut skip = false;
+        for line in example.lines() {
+            let t = line.trim_start();
+            let indent = line.len() - t.len();
+            if t.starts_with("report-failure:") || t.starts_with("normalise->report-failure:") {
+                skip = true;
+                continue;
+            }
+            if skip && indent <= 6 && !t.is_empty() {
+                skip = false;
+            }
+            if !skip {
+                out.push(line);
+            }
+        }
+        out.join("\n")
+    };
+    let file = s.data_dir.join("trimmed.yaml");
+    std::fs::write(&file, trimmed).unwrap();
+    let code = gabbro_deploy::deploy(gabbro_deploy::DeployArgs {
+        file,
+        server: gabbro_deploy::ServerArgs {
+            server: s.url.clone(),
+            token: Some(s.token.clone()),
+        },
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    let (_, projects) = s.get("/api/projects").await;
+    let id = projects["data"][0]["id"].as_str().unwrap().to_string();
+    let (_, doc) = s.get(&format!("/api/provision/{id}")).await;
+    let wf = &doc["data"]["workflows"][0];
+    let names: Vec<&str> = wf["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["normalise", "tag batch"]);
+    assert_eq!(wf["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(wf["lock_version"], 2, "removing a job is a new snapshot");
+    s.stop().await;
+}
+
+async fn webhook_api_key_auth(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    assert_eq!(s.deploy_example().await, 0);
+    // Webhook auth is set outside provisioning (as in Lightning); set it here.
+    let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let secret = gabbro_server::vault::encrypt(&key, b"s3cret").unwrap();
+    s.db.as_ref()
+        .unwrap()
+        .store
+        .write(move |mut c| {
+            Box::pin(async move {
+                gabbro_store::exec!(c, "UPDATE triggers SET auth_type = 'api', auth_secret_encrypted = $1 WHERE custom_path = 'clinic-register'", &secret)?;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    let hook = format!("{}/i/clinic-register", s.url);
+    let r = s.http.post(&hook).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no credentials");
+    let r = s
+        .http
+        .post(&hook)
+        .header("x-api-key", "wrong")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "wrong credentials hide the webhook"
+    );
+    let r = s
+        .http
+        .post(&hook)
+        .header("x-api-key", "s3cret")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_redeploy_removes_what_the_file_no_longer_lists() {
+    redeploy_removes_what_the_file_no_longer_lists(Backend::Sqlite).await;
+}
+#[tokio::test]
+async fn postgres_redeploy_removes_what_the_file_no_longer_lists() {
+    redeploy_removes_what_the_file_no_longer_lists(Backend::Postgres).await;
+}
+#[tokio::test]
+async fn sqlite_webhook_api_key_auth() {
+    webhook_api_key_auth(Backend::Sqlite).await;
+}
+#[tokio::test]
+async fn postgres_webhook_api_key_auth() {
+    webhook_api_key_auth(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn sqlite_deploy_post_and_read_back() {
     deploy_post_and_read_back(Backend::Sqlite).await;

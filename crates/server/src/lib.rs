@@ -26,6 +26,7 @@ pub mod routes;
 pub mod state;
 pub mod vault;
 pub mod webhook;
+pub mod worker_socket;
 
 pub use config::{Config, ServeArgs};
 pub use routes::router;
@@ -71,8 +72,10 @@ pub async fn run(
     } else {
         None
     };
-    let app = router(state.clone());
+    let worker_socket = worker_socket::attach(&state)?;
+    let app = router(state.clone()).merge(worker_socket.routes());
     let addr = listener.local_addr()?;
+    let _embedded_worker = worker_socket::embedded::start(&state.config, addr);
     tracing::info!(%addr, worker_capacity = state.config.worker_capacity, "gabbro serve listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -1,0 +1,901 @@
+//! Protocol fidelity: an OpenFn-style worker double replays every
+//! worker → server frame that OpenFn's ws-worker 1.25.0 sent in the captured
+//! session (`shared/reference/ws-worker-frames.jsonl`) against gabbro's
+//! `/worker` endpoint over a real socket and a real database, on SQLite and
+//! PostgreSQL: both connections, the join-leave-join burst on reconnect,
+//! every run event and the error replies. Then the misbehaving-worker cases:
+//! bad tokens, a run token for another run, malformed frames, unknown topics
+//! and events — each gets an error and the server stays up.
+
+mod protocol_double_support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use gabbro_protocol::{Frame, RunClaims, WorkerToken};
+use gabbro_store::Backend;
+use protocol_double_support::*;
+use serde_json::{Value, json};
+
+/// The capture's run names, in the order their runs are enqueued (claims
+/// are FIFO, so the n-th claimed run plays the n-th name).
+const RUNS: [&str; 6] = ["run-a", "run-b", "run-c", "run-d", "run-e", "run-d2"];
+
+struct Ids {
+    /// capture name → our id (runs, jobs, the credential `c`)
+    names: HashMap<String, String>,
+    /// run id → its dataclip id (the capture's `d`)
+    dataclips: HashMap<String, String>,
+    /// run id → run token from our claim replies
+    tokens: HashMap<String, String>,
+}
+
+impl Ids {
+    /// The captured frame with the capture's ids swapped for ours.
+    fn rewrite(&self, frame: &Frame) -> Frame {
+        let run_of_topic = frame
+            .topic
+            .strip_prefix("run:")
+            .and_then(|n| self.names.get(n))
+            .cloned();
+        let mut f = frame.clone();
+        if let Some(run_id) = &run_of_topic {
+            f.topic = format!("run:{run_id}");
+            let dataclip = self.dataclips.get(run_id).cloned().unwrap_or_default();
+            swap(&mut f.payload, &|s| match s {
+                "d" => Some(dataclip.clone()),
+                other => self.names.get(other).cloned(),
+            });
+            if f.event == "phx_join" {
+                f.payload =
+                    json!({ "token": self.tokens.get(run_id).cloned().unwrap_or_default() });
+            }
+        }
+        f
+    }
+}
+
+fn swap(v: &mut Value, map: &dyn Fn(&str) -> Option<String>) {
+    match v {
+        Value::String(s) => {
+            if let Some(n) = map(s) {
+                *s = n;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| swap(x, map)),
+        Value::Object(o) => o.values_mut().for_each(|x| swap(x, map)),
+        _ => {}
+    }
+}
+
+struct Sent {
+    frame: Frame,
+    /// The capture's name of the run (or "queue").
+    run: String,
+}
+
+/// Checks one reply against what Lightning answers for that event.
+fn check_reply(
+    o: &Orchestrator,
+    ids: &mut Ids,
+    sent: &Sent,
+    reply: Incoming,
+    counts: &mut HashMap<String, usize>,
+) {
+    let f = &sent.frame;
+    *counts.entry(f.event.clone()).or_default() += 1;
+    let what = format!(
+        "{} {} on {}",
+        f.event,
+        f.msg_ref.clone().unwrap_or_default(),
+        sent.run
+    );
+    if f.event == "fetch:dataclip" {
+        let Incoming::Binary(b) = reply else {
+            panic!("{what}: expected a binary reply")
+        };
+        assert_eq!(b.status, "ok", "{what}");
+        assert_eq!(b.topic, f.topic, "{what}");
+        let v: Value = serde_json::from_slice(&b.payload).expect("dataclip JSON");
+        assert_eq!(
+            v["data"],
+            json!({"x": 1}),
+            "{what}: the webhook body as data"
+        );
+        assert_eq!(
+            v["request"]["method"], "POST",
+            "{what}: the request beside it"
+        );
+        return;
+    }
+    let Incoming::Text(r) = reply else {
+        panic!("{what}: expected a text reply")
+    };
+    assert_eq!(r.event, "phx_reply", "{what}");
+    assert_eq!(r.join_ref, f.join_ref, "{what}: join_ref echoed");
+    assert_eq!(r.topic, f.topic, "{what}: topic echoed");
+    let status = r.payload["status"].as_str().unwrap_or_default();
+    let resp = &r.payload["response"];
+    match f.event.as_str() {
+        "fetch:credential" if f.payload["id"] == "no-such-credential" => {
+            assert_eq!(status, "error", "{what}");
+            assert_eq!(
+                resp,
+                &json!({"errors": {"id": ["Credential not found!"]}}),
+                "{what}"
+            );
+        }
+        "fetch:credential" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert_eq!(resp, &o.credential_body, "{what}");
+        }
+        "claim" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            let runs = resp["runs"].as_array().expect("runs array");
+            assert!(
+                runs.len() as u64 <= f.payload["demand"].as_u64().unwrap_or(0),
+                "{what}: never more than demand"
+            );
+            for run in runs {
+                let id = run["id"].as_str().expect("id").to_string();
+                ids.tokens
+                    .insert(id, run["token"].as_str().expect("token").to_string());
+            }
+        }
+        "fetch:plan" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert_eq!(resp["id"].as_str(), f.topic.strip_prefix("run:"), "{what}");
+            assert_eq!(
+                resp["project_id"].as_str(),
+                Some(o.project_id.as_str()),
+                "{what}"
+            );
+            assert_eq!(resp["jobs"].as_array().map(Vec::len), Some(4), "{what}");
+            assert_eq!(
+                resp["triggers"][0]["id"], resp["starting_node_id"],
+                "{what}"
+            );
+            assert_eq!(
+                resp["jobs"][0]["credential_id"].as_str(),
+                Some(o.credential_id.as_str()),
+                "{what}"
+            );
+            assert!(resp["dataclip_id"].is_string(), "{what}");
+            assert_eq!(resp["options"]["run_timeout_ms"], 300_000, "{what}");
+            let conditions: Vec<&str> = resp["edges"]
+                .as_array()
+                .expect("edges")
+                .iter()
+                .filter_map(|e| e["condition"].as_str())
+                .collect();
+            assert!(
+                conditions.contains(&"on_job_failure") && conditions.contains(&"!state.errors"),
+                "{what}: {conditions:?}"
+            );
+        }
+        "run:start" | "run:complete" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert_eq!(resp, &Value::Null, "{what}");
+        }
+        "step:start" | "step:complete" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert_eq!(resp["step_id"], f.payload["step_id"], "{what}");
+        }
+        "run:log" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert!(resp["log_line_id"].is_string(), "{what}: {resp}");
+        }
+        "phx_join" | "phx_leave" | "heartbeat" => {
+            assert_eq!(status, "ok", "{what}: {resp}");
+            assert_eq!(resp, &json!({}), "{what}");
+        }
+        other => panic!("unexpected event {other} in the capture"),
+    }
+}
+
+async fn replay_capture(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut ids = Ids {
+        names: o.jobs.iter().cloned().collect(),
+        dataclips: HashMap::new(),
+        tokens: HashMap::new(),
+    };
+    ids.names.insert("c".into(), o.credential_id.clone());
+    for name in RUNS {
+        let (run_id, dataclip_id) = o.enqueue(json!({"x": 1})).await;
+        ids.names.insert(name.to_string(), run_id.clone());
+        ids.dataclips.insert(run_id, dataclip_id);
+    }
+
+    let lines = captured_lines();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut client: Option<Client> = None;
+    let mut outstanding: Vec<Sent> = Vec::new();
+    let mut prev_t = 0i64;
+    let mut sent_total = 0;
+    for line in &lines {
+        if line["dir"] != "worker->server" {
+            continue;
+        }
+        if line["kind"] == "close" {
+            drain(&o, &mut ids, client.as_mut(), &mut outstanding, &mut counts).await;
+            if let Some(c) = client.take() {
+                c.close().await;
+            }
+            continue;
+        }
+        let captured = Frame::from_value(line["frame"].clone()).expect("captured frame");
+        let t = line["t_ms"].as_i64().unwrap_or(0);
+        // The worker sent these back to back (e.g. join, leave, join on
+        // reconnect): send them so. Otherwise it waited for the replies,
+        // and a run join needs the token of a claim reply.
+        let burst = t - prev_t < 5;
+        prev_t = t;
+        if !burst || (captured.event == "phx_join" && captured.topic.starts_with("run:")) {
+            drain(&o, &mut ids, client.as_mut(), &mut outstanding, &mut counts).await;
+        }
+        if client.is_none() {
+            client = Some(o.connect().await);
+        }
+        let frame = ids.rewrite(&captured);
+        let c = client.as_mut().expect("client");
+        c.send(&frame).await;
+        sent_total += 1;
+        if frame.msg_ref.is_some() {
+            outstanding.push(Sent {
+                frame,
+                run: line["run"].as_str().unwrap_or("queue").to_string(),
+            });
+        }
+    }
+    drain(&o, &mut ids, client.as_mut(), &mut outstanding, &mut counts).await;
+    if let Some(c) = client.take() {
+        c.close().await;
+    }
+    assert_eq!(
+        sent_total, 327,
+        "every captured worker text frame was replayed"
+    );
+    for ev in [
+        "phx_join",
+        "phx_leave",
+        "heartbeat",
+        "claim",
+        "fetch:plan",
+        "fetch:credential",
+        "fetch:dataclip",
+        "run:start",
+        "step:start",
+        "step:complete",
+        "run:log",
+        "run:complete",
+    ] {
+        assert!(
+            counts.get(ev).copied().unwrap_or(0) > 0,
+            "replayed and answered {ev}"
+        );
+    }
+
+    // What the runs became, as the capture's worker reported them.
+    let expect = [
+        ("run-a", "success", 2),
+        ("run-b", "success", 2),
+        ("run-c", "crashed", 1),
+        ("run-d", "success", 1),
+        ("run-e", "exception", 0),
+        ("run-d2", "success", 1),
+    ];
+    for (name, state, steps) in expect {
+        let id = &ids.names[name];
+        assert_eq!(o.run_state(id).await, state, "{name}");
+        let n = o
+            .count("SELECT COUNT(*) FROM run_steps WHERE run_id = $1", id)
+            .await;
+        assert_eq!(n, steps, "{name}: steps");
+        let logs = o
+            .count("SELECT COUNT(*) FROM log_lines WHERE run_id = $1", id)
+            .await;
+        assert!(logs > 0, "{name}: log lines stored");
+    }
+    let a = &ids.names["run-a"];
+    let reasons = o
+        .strings(
+            "SELECT s.exit_reason FROM steps s JOIN run_steps rs ON rs.step_id = s.id WHERE rs.run_id = $1 ORDER BY rs.position",
+            a,
+        )
+        .await;
+    assert_eq!(reasons, ["success", "success"]);
+    let outputs = o
+        .count(
+            "SELECT COUNT(*) FROM dataclips d JOIN steps s ON s.output_dataclip_id = d.id
+             JOIN run_steps rs ON rs.step_id = s.id WHERE rs.run_id = $1 AND d.type = 'step_result'",
+            a,
+        )
+        .await;
+    assert_eq!(
+        outputs, 2,
+        "each step's output dataclip stored under the worker's id"
+    );
+    let c = &ids.names["run-c"];
+    let crash = o
+        .strings("SELECT COALESCE(error_type, '') FROM runs WHERE id = $1", c)
+        .await;
+    assert_eq!(crash, ["RuntimeCrash"]);
+    o.stop().await;
+}
+
+async fn drain(
+    o: &Orchestrator,
+    ids: &mut Ids,
+    client: Option<&mut Client>,
+    outstanding: &mut Vec<Sent>,
+    counts: &mut HashMap<String, usize>,
+) {
+    let Some(c) = client else {
+        outstanding.clear();
+        return;
+    };
+    for sent in std::mem::take(outstanding) {
+        let r = sent.frame.msg_ref.clone().expect("ref");
+        let reply = c.reply_to(&r).await;
+        check_reply(o, ids, &sent, reply, counts);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_worker_session_replays_on_sqlite() {
+    replay_capture(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_worker_session_replays_on_postgres() {
+    replay_capture(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// Misbehaving workers.
+
+async fn errors_and_survival(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+
+    // Socket auth: no token, a token signed with another secret, garbage.
+    for token in [
+        None,
+        Some(WorkerToken::sign("wrong-secret", WORKER_ID).expect("token")),
+        Some("not-a-jwt".to_string()),
+    ] {
+        let url = match &token {
+            Some(t) => o.url(t),
+            None => format!("ws://{}/worker/websocket?vsn=2.0.0", o.addr),
+        };
+        match Client::connect(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401, "token {token:?}")
+            }
+            Err(e) => panic!("expected HTTP 401, got {e}"),
+            Ok(_) => panic!("socket with token {token:?} was accepted"),
+        }
+    }
+    // `/worker` answers too.
+    let token = WorkerToken::sign(SECRET, WORKER_ID).expect("token");
+    let mut plain = Client::connect(&format!("ws://{}/worker?token={token}&vsn=2.0.0", o.addr))
+        .await
+        .expect("/worker accepts the socket");
+    let (s, _) = plain
+        .call(&frame(None, "1", "phoenix", "heartbeat", json!({})))
+        .await;
+    assert_eq!(s, "ok");
+    plain.close().await;
+
+    let mut c = o.connect().await;
+    // Malformed frames: each answered with an error; the socket lives on.
+    for bad in [
+        "not json",
+        "[1,2]",
+        "{\"a\":1}",
+        "[null,\"7\",\"worker:queue\"]",
+        "[]",
+    ] {
+        c.send_text(bad.to_string()).await;
+        let Some(Incoming::Text(r)) = c.next().await else {
+            panic!("reply to malformed frame {bad:?}")
+        };
+        assert_eq!(r.payload["status"], "error", "{bad}");
+        assert!(
+            r.payload["response"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("malformed frame"),
+            "{bad}: {r:?}"
+        );
+    }
+    // Unknown topic; claim before joining; unknown phoenix event.
+    let (s, r) = c
+        .call(&frame(Some("2"), "2", "rooms:lobby", "phx_join", json!({})))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unmatched topic"}))
+    );
+    let (s, r) = c
+        .call(&frame(
+            Some("3"),
+            "3",
+            "worker:queue",
+            "claim",
+            json!({"demand": 1}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unmatched topic"}))
+    );
+    let (s, _) = c
+        .call(&frame(None, "4", "phoenix", "sing", json!({})))
+        .await;
+    assert_eq!(s, "error");
+    // Join the queue; an unknown event and a malformed claim are errors.
+    let (s, _) = c
+        .call(&frame(
+            Some("5"),
+            "5",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 2, "queues": {"manual>*": 2}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let (s, r) = c
+        .call(&frame(Some("5"), "6", "worker:queue", "dance", json!({})))
+        .await;
+    assert_eq!(s, "error", "{r}");
+    let (s, r) = c
+        .call(&frame(
+            Some("5"),
+            "7",
+            "worker:queue",
+            "claim",
+            json!({"worker_name": null}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"errors": {"demand": ["can't be blank"]}}))
+    );
+
+    // work-available on the leading edge: an idle worker hears at once.
+    let t0 = Instant::now();
+    let (run_id, _) = o.enqueue(json!({"n": 1})).await;
+    let push = wait_push(&mut c).await;
+    assert!(
+        push.msg_ref.is_none() && push.payload == json!({}),
+        "{push:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "push took {:?}",
+        t0.elapsed()
+    );
+
+    // Claim it; then a second run for the token-misuse cases.
+    let (s, r) = c
+        .call(&frame(
+            Some("5"),
+            "8",
+            "worker:queue",
+            "claim",
+            json!({"demand": 1, "worker_name": "double", "queues": ["manual", "*"]}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let runs = r["runs"].as_array().expect("runs").clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["id"], json!(run_id));
+    let token = runs[0]["token"].as_str().expect("token").to_string();
+    let claims = o.socket_verify(&token);
+    assert_eq!(claims.iss, "Lightning");
+    assert_eq!(
+        claims.sub.as_deref(),
+        Some(format!("run:{run_id}").as_str())
+    );
+    assert!(
+        claims.exp >= claims.nbf + 300 && claims.exp <= claims.nbf + 320,
+        "exp = run timeout + grace"
+    );
+    let (other_id, _) = o.enqueue(json!({"n": 2})).await;
+    let topic = format!("run:{run_id}");
+
+    // Events on a run channel not joined.
+    let (s, r) = c
+        .call(&frame(Some("9"), "9", &topic, "fetch:plan", json!({})))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unmatched topic"}))
+    );
+    // A run token for another run, a token by another key, no token.
+    let other_topic = format!("run:{other_id}");
+    let (s, r) = c
+        .call(&frame(
+            Some("10"),
+            "10",
+            &other_topic,
+            "phx_join",
+            json!({"token": token}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+    let foreign = gabbro_protocol::RunSigner::generate(1024)
+        .expect("key")
+        .sign(&RunClaims::new(&run_id, 60))
+        .expect("sign");
+    let (s, r) = c
+        .call(&frame(
+            Some("11"),
+            "11",
+            &topic,
+            "phx_join",
+            json!({"token": foreign}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+    let (s, r) = c
+        .call(&frame(Some("12"), "12", &topic, "phx_join", json!({})))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+    // A valid token for a run that does not exist.
+    let ghost = gabbro_store::new_id();
+    let ghost_token = signer().sign(&RunClaims::new(&ghost, 60)).expect("sign");
+    let (s, r) = c
+        .call(&frame(
+            Some("13"),
+            "13",
+            &format!("run:{ghost}"),
+            "phx_join",
+            json!({"token": ghost_token}),
+        ))
+        .await;
+    assert_eq!((s.as_str(), r), ("error", json!({"reason": "not_found"})));
+
+    // Join, leave and join again within a millisecond (pipelined).
+    c.send(&frame(
+        Some("14"),
+        "14",
+        &topic,
+        "phx_join",
+        json!({"token": token}),
+    ))
+    .await;
+    c.send(&frame(Some("14"), "15", &topic, "phx_leave", json!({})))
+        .await;
+    c.send(&frame(
+        Some("16"),
+        "16",
+        &topic,
+        "phx_join",
+        json!({"token": token}),
+    ))
+    .await;
+    for r in ["14", "15", "16"] {
+        let Incoming::Text(f) = c.reply_to(r).await else {
+            panic!("text reply")
+        };
+        assert_eq!(f.payload["status"], "ok", "ref {r}: {f:?}");
+    }
+    let j = Some("16");
+    // Unknown run event; payloads missing required fields; a job not in
+    // the snapshot; an unknown step.
+    let (s, _) = c
+        .call(&frame(j, "17", &topic, "run:dance", json!({})))
+        .await;
+    assert_eq!(s, "error");
+    let (s, r) = c
+        .call(&frame(
+            j,
+            "18",
+            &topic,
+            "step:start",
+            json!({"step_id": "s1", "timestamp": "1795844572970130"}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"errors": {"job_id": ["can't be blank"]}}))
+    );
+    let (s, r) = c
+        .call(&frame(
+            j,
+            "19",
+            &topic,
+            "fetch:credential",
+            json!({"id": ""}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"errors": {"id": ["can't be blank"]}}))
+    );
+    let (s, _) = c
+        .call(&frame(
+            j,
+            "20",
+            &topic,
+            "run:start",
+            json!({"timestamp": "1795844572970130"}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let (s, r) = c.call(&frame(j, "21", &topic, "step:start", json!({"step_id": gabbro_store::new_id(), "job_id": gabbro_store::new_id(), "timestamp": "1795844572970131"}))).await;
+    assert_eq!(s, "error", "job not in snapshot: {r}");
+    assert!(r["errors"]["job_id"].is_array(), "{r}");
+    let (s, r) = c.call(&frame(j, "22", &topic, "step:complete", json!({"step_id": gabbro_store::new_id(), "reason": "success", "timestamp": "1795844572970132"}))).await;
+    assert_eq!(s, "error", "unknown step: {r}");
+    // Credentials never reach the log.
+    let (s, _) = c
+        .call(&frame(
+            j,
+            "23",
+            &topic,
+            "fetch:credential",
+            json!({"id": o.credential_id}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let (s, r) = c.call(&frame(j, "24", &topic, "run:log", json!({"run_id": run_id, "message": ["password is", "pa55word-very-secret"], "level": "info", "source": "JOB", "timestamp": "1795844572970133"}))).await;
+    assert_eq!(s, "ok", "{r}");
+    let messages = o
+        .strings("SELECT message FROM log_lines WHERE run_id = $1", &run_id)
+        .await;
+    assert_eq!(messages, ["password is ***"]);
+    // Complete, then a contradicting second outcome is refused.
+    let (s, _) = c
+        .call(&frame(
+            j,
+            "25",
+            &topic,
+            "run:complete",
+            json!({"reason": "success", "timestamp": "1795844572970134"}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let (s, _) = c
+        .call(&frame(
+            j,
+            "26",
+            &topic,
+            "run:complete",
+            json!({"reason": "success", "timestamp": "1795844572970134"}),
+        ))
+        .await;
+    assert_eq!(s, "ok", "a repeat is answered ok");
+    let (s, r) = c
+        .call(&frame(
+            j,
+            "27",
+            &topic,
+            "run:complete",
+            json!({"reason": "crash", "error_type": "X"}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        (
+            "error",
+            json!({"errors": {"state": ["already in completed state"]}})
+        )
+    );
+    assert_eq!(o.run_state(&run_id).await, "success");
+
+    // Still up: heartbeats answer and a new socket connects.
+    let (s, _) = c
+        .call(&frame(None, "28", "phoenix", "heartbeat", json!({})))
+        .await;
+    assert_eq!(s, "ok");
+    c.close().await;
+    let mut again = o.connect().await;
+    let (s, _) = again
+        .call(&frame(None, "1", "phoenix", "heartbeat", json!({})))
+        .await;
+    assert_eq!(s, "ok");
+    again.close().await;
+    o.stop().await;
+}
+
+async fn wait_push(c: &mut Client) -> Frame {
+    if let Some(i) = c
+        .backlog
+        .iter()
+        .position(|m| matches!(m, Incoming::Text(f) if f.event == "work-available"))
+    {
+        if let Incoming::Text(f) = c.backlog.remove(i) {
+            return f;
+        }
+    }
+    loop {
+        match c.next().await {
+            Some(Incoming::Text(f)) if f.event == "work-available" => return f,
+            Some(other) => c.backlog.push(other),
+            None => panic!("socket closed"),
+        }
+    }
+}
+
+trait Verify {
+    fn socket_verify(&self, token: &str) -> RunClaims;
+}
+
+impl Verify for Orchestrator {
+    fn socket_verify(&self, token: &str) -> RunClaims {
+        gabbro_protocol::RunVerifier::from_public_pem(self.socket.public_key_pem())
+            .expect("verifier")
+            .verify(token, None)
+            .expect("run token verifies with the published key")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_worker_gets_errors_and_server_survives_on_sqlite() {
+    errors_and_survival(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_worker_gets_errors_and_server_survives_on_postgres() {
+    errors_and_survival(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// Claims.
+
+async fn overlapping_claims(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 20, "queues": {"*": 20}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let mut enqueued = Vec::new();
+    for i in 0..5 {
+        enqueued.push(o.enqueue(json!({"i": i})).await.0);
+    }
+    // 20 claims in flight at once, as the capture's overlapping workloops.
+    for r in 0..20 {
+        let m = format!("c{r}");
+        c.send(&frame(
+            Some("1"),
+            &m,
+            "worker:queue",
+            "claim",
+            json!({"demand": 1, "worker_name": null, "queues": ["*"]}),
+        ))
+        .await;
+    }
+    let mut got = Vec::new();
+    for r in 0..20 {
+        let Incoming::Text(f) = c.reply_to(&format!("c{r}")).await else {
+            panic!("text")
+        };
+        assert_eq!(f.payload["status"], "ok");
+        let runs = f.payload["response"]["runs"]
+            .as_array()
+            .expect("runs")
+            .clone();
+        assert!(runs.len() <= 1, "never more than demand");
+        got.extend(
+            runs.into_iter()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_string()),
+        );
+    }
+    got.sort();
+    enqueued.sort();
+    assert_eq!(got, enqueued, "each run claimed exactly once");
+
+    // A claim whose socket is gone before the reply: its run goes back.
+    let (lost_run, _) = o.enqueue(json!({"lost": true})).await;
+    let mut d = o.connect().await;
+    let (s, _) = d
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    d.send(&frame(
+        Some("1"),
+        "2",
+        "worker:queue",
+        "claim",
+        json!({"demand": 1, "queues": ["*"]}),
+    ))
+    .await;
+    drop(d);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut state = o.run_state(&lost_run).await;
+    // Either the claim ran after the socket died (released), or it raced
+    // ahead and was delivered into a closing socket and released anyway.
+    while state != "available" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = o.run_state(&lost_run).await;
+    }
+    assert_eq!(state, "available", "an undelivered claim is rolled back");
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_claims_and_rollback_on_sqlite() {
+    overlapping_claims(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_claims_and_rollback_on_postgres() {
+    overlapping_claims(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------
+// work-available coalescing.
+
+async fn wake_coalesces(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let t0 = Instant::now();
+    for i in 0..30 {
+        o.enqueue(json!({"i": i})).await;
+    }
+    let burst = t0.elapsed();
+    // Count pushes over the burst plus one window.
+    let until = Instant::now() + Duration::from_millis(600);
+    let mut pushes = 0;
+    while Instant::now() < until {
+        match tokio::time::timeout(until - Instant::now(), c.next()).await {
+            Ok(Some(Incoming::Text(f))) if f.event == "work-available" => pushes += 1,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("closed"),
+            Err(_) => break,
+        }
+    }
+    let windows = (burst.as_millis() / 200) as usize + 2;
+    assert!(
+        pushes >= 1 && pushes <= windows + 1,
+        "{pushes} pushes for 30 enqueues over {burst:?}"
+    );
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_available_is_coalesced_on_sqlite() {
+    wake_coalesces(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_available_is_coalesced_on_postgres() {
+    wake_coalesces(Backend::Postgres).await;
+}

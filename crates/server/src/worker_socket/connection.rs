@@ -1,0 +1,217 @@
+//! One worker's socket: reads frames, answers heartbeats, routes each frame
+//! to its topic, writes replies from one writer task.
+//!
+//! Like Phoenix, every joined `run:<id>` channel is its own task with its own
+//! inbox, so a run's events are applied strictly in order while runs and
+//! claims proceed in parallel. A new join on a topic replaces the channel
+//! (join, leave, join again within a millisecond works: each join gets a
+//! fresh task).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use gabbro_protocol::frame::{HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
+use gabbro_protocol::queue::{CLAIM, QUEUE_TOPIC};
+use gabbro_protocol::{Frame, ReasonReply, WorkerClaims, run_id_of};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Inner;
+use super::replies::Outbox;
+use super::{queue_channel, run_channel};
+
+/// Who is on the other end, for every task of the connection.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub ctx: Arc<Inner>,
+    pub worker_id: String,
+    pub out: Outbox,
+}
+
+pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let peer = Peer {
+        ctx,
+        worker_id: claims.worker_id.clone(),
+        out: Outbox::new(tx),
+    };
+    tracing::debug!(worker_id = %peer.worker_id, "worker connected");
+    let mut conn = Connection {
+        peer,
+        queue: None,
+        channels: HashMap::new(),
+        last_touch: None,
+    };
+    while let Some(msg) = stream.next().await {
+        match msg {
+            Ok(Message::Text(text)) => conn.on_text(text.as_str()),
+            Ok(Message::Binary(_)) => conn.malformed("binary frames are not accepted from workers"),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+        }
+    }
+    tracing::debug!(worker_id = %conn.peer.worker_id, "worker disconnected");
+    if let Some(q) = conn.queue.take() {
+        q.wake.abort();
+    }
+    conn.channels.clear();
+    // Drop the outbox's receiver: claims finishing now see a dead socket and
+    // release their runs.
+    writer.abort();
+}
+
+struct QueueJoined {
+    wake: JoinHandle<()>,
+}
+
+struct Connection {
+    peer: Peer,
+    queue: Option<QueueJoined>,
+    /// Joined run channels: topic → the channel task's inbox.
+    channels: HashMap<String, mpsc::UnboundedSender<Frame>>,
+    last_touch: Option<Instant>,
+}
+
+impl Connection {
+    fn on_text(&mut self, text: &str) {
+        let frame = match Frame::parse(text) {
+            Ok(f) => f,
+            Err(e) => return self.malformed_text(text, &e.to_string()),
+        };
+        match frame.topic.as_str() {
+            PHOENIX_TOPIC => self.on_phoenix(&frame),
+            QUEUE_TOPIC => self.on_queue(frame),
+            topic => match run_id_of(topic) {
+                Some(_) => self.on_run(frame),
+                None => {
+                    self.peer.out.reason(&frame, ReasonReply::UNMATCHED_TOPIC);
+                }
+            },
+        }
+    }
+
+    fn on_phoenix(&mut self, frame: &Frame) {
+        if frame.event != HEARTBEAT {
+            self.peer.out.error(
+                frame,
+                json!({ "reason": format!("unknown event {:?}", frame.event) }),
+            );
+            return;
+        }
+        self.peer.out.ok(frame, json!({}));
+        self.touch_leases();
+    }
+
+    /// The worker is alive: refresh the lease of every run it holds, at most
+    /// once per `lease_touch_every`.
+    fn touch_leases(&mut self) {
+        let every = self.peer.ctx.settings.lease_touch_every;
+        if self.last_touch.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_touch = Some(Instant::now());
+        let store = self.peer.ctx.store.clone();
+        let worker_id = self.peer.worker_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.heartbeat(&worker_id).await {
+                tracing::warn!(error = %e, "cannot refresh run leases");
+            }
+        });
+    }
+
+    fn on_queue(&mut self, frame: Frame) {
+        match frame.event.as_str() {
+            PHX_JOIN => {
+                if let Some(q) = self.queue.take() {
+                    q.wake.abort();
+                }
+                match queue_channel::join(&self.peer, &frame) {
+                    Some(wake) => self.queue = Some(QueueJoined { wake }),
+                    None => {}
+                }
+            }
+            PHX_LEAVE => {
+                if let Some(q) = self.queue.take() {
+                    q.wake.abort();
+                }
+                self.peer.out.ok(&frame, json!({}));
+            }
+            _ if self.queue.is_none() => {
+                self.peer.out.reason(&frame, ReasonReply::UNMATCHED_TOPIC);
+            }
+            CLAIM => {
+                self.touch_leases();
+                queue_channel::claim(self.peer.clone(), frame);
+            }
+            other => {
+                let reply = json!({ "reason": format!("unknown event {other:?}") });
+                self.peer.out.error(&frame, reply);
+            }
+        }
+    }
+
+    fn on_run(&mut self, frame: Frame) {
+        if frame.event == PHX_JOIN {
+            let (tx, rx) = mpsc::unbounded_channel();
+            // A new join replaces any channel on the topic (as Phoenix does).
+            self.channels.insert(frame.topic.clone(), tx);
+            tokio::spawn(run_channel::serve(self.peer.clone(), frame, rx));
+            return;
+        }
+        let leave = frame.event == PHX_LEAVE;
+        let topic = frame.topic.clone();
+        let delivered = match self.channels.get(&topic) {
+            Some(tx) => tx.send(frame).map_err(|e| e.0),
+            None => Err(frame),
+        };
+        match delivered {
+            Ok(()) => {
+                if leave {
+                    self.channels.remove(&topic);
+                }
+            }
+            Err(frame) => {
+                self.channels.remove(&topic);
+                self.peer.out.reason(&frame, ReasonReply::UNMATCHED_TOPIC);
+            }
+        }
+    }
+
+    /// A text frame that is not `[join_ref, ref, topic, event, payload]`:
+    /// answer on its ref and topic when they can be read, and carry on.
+    fn malformed_text(&mut self, text: &str, why: &str) {
+        let value: Option<Value> = serde_json::from_str(text).ok();
+        let field = |i: usize| {
+            value
+                .as_ref()
+                .and_then(|v| v.get(i))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let topic = field(2).unwrap_or_else(|| PHOENIX_TOPIC.to_string());
+        let reply = Frame::reply_to(
+            &Frame::new(field(0), field(1), topic, "", Value::Null),
+            gabbro_protocol::ReplyStatus::Error,
+            json!({ "reason": format!("malformed frame: {why}") }),
+        );
+        tracing::debug!(why, "malformed frame from worker");
+        self.peer.out.send(&reply);
+    }
+
+    fn malformed(&mut self, why: &str) {
+        self.malformed_text("", why);
+    }
+}

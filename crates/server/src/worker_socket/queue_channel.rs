@@ -1,0 +1,105 @@
+//! `worker:queue`: join (capacity and queues), `claim`, `work-available`.
+
+use gabbro_model::QueuePreference;
+use gabbro_protocol::queue::{QUEUE_TOPIC, WORK_AVAILABLE};
+use gabbro_protocol::{Claim, ClaimReply, ClaimedRun, Frame, QueueJoin, RunClaims};
+use gabbro_store::ClaimRequest;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::connection::Peer;
+use super::replies::{payload_error, store_error};
+use super::wake;
+
+/// Answers the join and starts this connection's `work-available` pushes.
+/// `None` if the join was refused.
+pub(crate) fn join(peer: &Peer, frame: &Frame) -> Option<JoinHandle<()>> {
+    if let Err(e) = serde_json::from_value::<QueueJoin>(frame.payload.clone()) {
+        let e = gabbro_protocol::MessageError::Payload {
+            event: frame.event.clone(),
+            source: e,
+        };
+        peer.out.error(frame, payload_error(&e));
+        return None;
+    }
+    peer.out.ok(frame, json!({}));
+    let out = peer.out.clone();
+    let join_ref = frame.join_ref.clone();
+    let rx = peer.ctx.wake.subscribe();
+    let window = peer.ctx.settings.wake_window;
+    Some(tokio::spawn(wake::coalesce(rx, window, move || {
+        out.send(&Frame::push(
+            join_ref.clone(),
+            QUEUE_TOPIC,
+            WORK_AVAILABLE,
+            json!({}),
+        ))
+    })))
+}
+
+/// Claims in its own task (claims may overlap; none waits for another).
+pub(crate) fn claim(peer: Peer, frame: Frame) {
+    tokio::spawn(async move {
+        let claim: Claim = match serde_json::from_value(frame.payload.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = gabbro_protocol::MessageError::Payload {
+                    event: frame.event.clone(),
+                    source: e,
+                };
+                peer.out.error(&frame, payload_error(&e));
+                return;
+            }
+        };
+        let queues = if claim.queues.is_empty() {
+            QueuePreference::default()
+        } else {
+            QueuePreference::new(claim.queues.iter().cloned())
+        };
+        let req = ClaimRequest {
+            demand: claim.demand as usize,
+            queues,
+            worker_name: claim.worker_name.clone(),
+            worker_id: peer.worker_id.clone(),
+        };
+        let ctx = &peer.ctx;
+        let claimed = match ctx.store.claim(req).await {
+            Ok(c) => c,
+            Err(e) => {
+                peer.out.error(&frame, store_error(&e));
+                return;
+            }
+        };
+        let mut runs = Vec::with_capacity(claimed.len());
+        for run in &claimed {
+            let options = gabbro_model::RunOptions::from_json(&run.options);
+            let timeout_s = options.run_timeout_ms.unwrap_or(300_000).div_ceil(1000);
+            let mut claims = RunClaims::new(&run.id, timeout_s + ctx.settings.run_grace.as_secs());
+            claims.worker_id = Some(peer.worker_id.clone());
+            claims.epoch = u64::try_from(run.claim_epoch).ok();
+            match ctx.signer.sign(&claims) {
+                Ok(token) => runs.push(ClaimedRun {
+                    id: run.id.clone(),
+                    token,
+                }),
+                Err(e) => tracing::error!(error = %e, "cannot sign a run token"),
+            }
+        }
+        // Lightning's rollback_claimed_runs: a reply that cannot reach its
+        // worker must not strand the runs in `claimed`.
+        let delivered = !peer.out.is_closed()
+            && runs.len() == claimed.len()
+            && peer.out.ok(&frame, json!(ClaimReply { runs }));
+        if !delivered && !claimed.is_empty() {
+            let back = claimed
+                .iter()
+                .map(|r| (r.id.clone(), r.claim_epoch))
+                .collect();
+            match ctx.store.release_claims(back).await {
+                Ok(n) if n > 0 => ctx.wake.notify(),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot release undelivered claims"),
+            }
+        }
+    });
+}

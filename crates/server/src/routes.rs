@@ -23,7 +23,11 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("get", "/api/provision/{id}", get(provision::show)),
         ("get", "/api/projects", get(api::list_projects)),
         ("get", "/api/projects/{id}", get(api::show_project)),
-        ("get", "/api/projects/{id}/workflows", get(api::list_workflows)),
+        (
+            "get",
+            "/api/projects/{id}/workflows",
+            get(api::list_workflows),
+        ),
         ("get", "/api/workflows/{id}", get(api::show_workflow)),
         ("get", "/api/work_orders", get(api::list_work_orders)),
         ("get", "/api/work_orders/{id}", get(api::show_work_order)),
@@ -46,7 +50,9 @@ pub fn api_router() -> Router<AppState> {
             None => merged.push((path, handler)),
         }
     }
-    merged.into_iter().fold(Router::new(), |r, (path, h)| r.route(path, h))
+    merged
+        .into_iter()
+        .fold(Router::new(), |r, (path, h)| r.route(path, h))
 }
 
 /// The whole HTTP surface of this crate with its state, and the web UI.
@@ -55,7 +61,9 @@ pub fn router(state: AppState) -> Router {
     // Webhook bodies are limited and streamed by the handler itself; the
     // provisioning document gets axum's default extractor limit raised.
     let app = api_router()
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_body_bytes.max(2 * 1024 * 1024)))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes.max(2 * 1024 * 1024),
+        ))
         .with_state(state);
     match ui {
         Some(ui) => app.merge(gabbro_ui::router(ui)),
@@ -65,7 +73,8 @@ pub fn router(state: AppState) -> Router {
 
 /// The web UI (crates/ui) on the same database, with its search indexer.
 fn web_ui(state: &AppState) -> Option<gabbro_ui::UiState> {
-    match gabbro_ui::UiState::connect_lazy(&state.config.db_url, Some(state.config.encryption_key)) {
+    match gabbro_ui::UiState::connect_lazy(&state.config.db_url, Some(state.config.encryption_key))
+    {
         Ok(ui) => {
             if tokio::runtime::Handle::try_current().is_ok() {
                 gabbro_ui::spawn_indexer(ui.clone());
@@ -81,7 +90,11 @@ fn web_ui(state: &AppState) -> Option<gabbro_ui::UiState> {
 
 /// 200 as soon as the API accepts requests (the admin files exist by then).
 async fn health() -> Response {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 #[derive(sqlx::FromRow)]
@@ -94,10 +107,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let counts: Vec<StateCount> = match state.store.read().await {
         Ok(mut c) => {
             let mut conn = c.reborrow();
-            gabbro_store::fetch_all!(conn, StateCount, "SELECT state, COUNT(*) AS n FROM runs GROUP BY state").unwrap_or_default()
+            gabbro_store::fetch_all!(
+                conn,
+                StateCount,
+                "SELECT state, COUNT(*) AS n FROM runs GROUP BY state"
+            )
+            .unwrap_or_default()
         }
         Err(_) => Vec::new(),
     };
     let counts: Vec<(String, i64)> = counts.into_iter().map(|c| (c.state, c.n)).collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&counts)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&counts),
+    )
+        .into_response()
 }

@@ -381,7 +381,7 @@ async fn run_with_database(
         None => format!("sqlite://{}", data_dir.join("gabbro.db").display()),
     };
     serve_args.extend(opts.serve_args.iter().cloned());
-    let serve = Managed::new("serve", gabbro, serve_args, log_dir);
+    let serve = Managed::new("serve", gabbro, serve_args, log_dir).env("NO_COLOR", "1");
     let base_url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -425,7 +425,8 @@ async fn run_with_database(
             "0".into(),
         ];
         args.extend(opts.worker_args.iter().cloned());
-        let mut w = Managed::new(&format!("worker-{}", i + 1), gabbro, args, log_dir);
+        let mut w =
+            Managed::new(&format!("worker-{}", i + 1), gabbro, args, log_dir).env("NO_COLOR", "1");
         w.start()?;
         workers.push(Mutex::new(w));
         journals.push(journal);

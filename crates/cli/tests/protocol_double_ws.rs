@@ -715,10 +715,9 @@ async fn wait_push(c: &mut Client) -> Frame {
         .backlog
         .iter()
         .position(|m| matches!(m, Incoming::Text(f) if f.event == "work-available"))
+        && let Incoming::Text(f) = c.backlog.remove(i)
     {
-        if let Incoming::Text(f) = c.backlog.remove(i) {
-            return f;
-        }
+        return f;
     }
     loop {
         match c.next().await {
@@ -881,7 +880,7 @@ async fn wake_coalesces(backend: Backend) {
             Err(_) => break,
         }
     }
-    let windows = (burst.as_millis() / 200) as usize + 2;
+    let windows = usize::try_from(burst.as_millis() / 200).unwrap_or(usize::MAX) + 2;
     assert!(
         pushes >= 1 && pushes <= windows + 1,
         "{pushes} pushes for 30 enqueues over {burst:?}"

@@ -138,9 +138,8 @@ impl Connection {
                 if let Some(q) = self.queue.take() {
                     q.wake.abort();
                 }
-                match queue_channel::join(&self.peer, &frame) {
-                    Some(wake) => self.queue = Some(QueueJoined { wake }),
-                    None => {}
+                if let Some(wake) = queue_channel::join(&self.peer, &frame) {
+                    self.queue = Some(QueueJoined { wake });
                 }
             }
             PHX_LEAVE => {

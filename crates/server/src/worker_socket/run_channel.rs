@@ -89,7 +89,7 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
         }
     };
     if let Some(epoch) = claims.epoch
-        && i64::from(run.claim_epoch) != epoch as i64
+        && u64::try_from(run.claim_epoch).ok() != Some(epoch)
     {
         return Err(unauthorized);
     }

@@ -22,7 +22,10 @@ struct Serve {
     dir: PathBuf,
     token: String,
     pg_db: Option<String>,
+    db_url: String,
 }
+
+const PG_KEY: &str = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -102,13 +105,15 @@ impl Serve {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let mut pg_db = None;
+        let mut db_url = String::new();
         if postgres {
             let (name, url) = create_pg_db().await;
             cmd.arg("--db")
-                .arg(url)
+                .arg(&url)
                 .arg("--encryption-key")
-                .arg("MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=");
+                .arg(PG_KEY);
             pg_db = Some(name);
+            db_url = url;
         }
         let child = cmd.spawn().expect("spawn gabbro serve");
         let mut s = Serve {
@@ -117,6 +122,7 @@ impl Serve {
             dir,
             token: String::new(),
             pg_db,
+            db_url,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -312,6 +318,64 @@ workflows:
         enabled: true
 "#;
 
+const WITH_CREDENTIAL: &str = r#"name: vault-lab
+credentials:
+  partner-api:
+    name: partner api
+    owner: admin@localhost
+workflows:
+  uses-secret:
+    name: uses secret
+    jobs:
+      call:
+        name: call
+        adaptor: '@openfn/language-common@latest'
+        credential: partner-api
+        body: |
+          fn(state => {
+            console.log('secret is', state.configuration.password);
+            return { ...state, data: { len: state.configuration.password.length, user: state.configuration.username } };
+          });
+    triggers:
+      webhook:
+        type: webhook
+        enabled: true
+        custom_path: vault-lab-call
+    edges:
+      webhook->call:
+        source_trigger: webhook
+        target_job: call
+        condition_type: always
+        enabled: true
+"#;
+
+const PASSWORD: &str = "s3cr3t-Horse-Battery";
+
+/// Sets the deployed credential's body, as the API/UI would, straight in
+/// the database (deploy carries no secrets).
+async fn set_credential_body(serve: &Serve, db_url: &str, key: &str) {
+    let store = gabbro_store::Store::connect(db_url).await.expect("store");
+    let vault = gabbro_store::Vault::new(key).expect("vault");
+    let body = vault
+        .encrypt_json(&json!({"username": "partner-user", "password": PASSWORD}))
+        .expect("encrypt");
+    let n = store
+        .write(move |mut c| {
+            Box::pin(async move {
+                Ok(gabbro_store::exec!(
+                    c,
+                    "UPDATE credentials SET body_encrypted = $1 WHERE name = 'partner api'",
+                    body
+                )?)
+            })
+        })
+        .await
+        .expect("update credential");
+    assert_eq!(n, 1, "the deployed credential exists");
+    store.close().await;
+    let _ = serve;
+}
+
 async fn end_to_end(postgres: bool) {
     let serve = Serve::start(postgres).await;
     let printed = serve.deploy(&example_project());
@@ -375,6 +439,50 @@ async fn end_to_end(postgres: bool) {
     assert_eq!(crashed["steps"][0]["exit_reason"], "crash", "{crashed}");
     let ok = serve.finished_run(&ok_wo);
     assert_eq!(ok["state"], "success", "{ok}");
+
+    // Credentials reach the job and never appear in its logs.
+    let lab = serve.dir.join("vault-lab.yaml");
+    std::fs::write(&lab, WITH_CREDENTIAL).expect("write yaml");
+    serve.deploy(&lab);
+    let (db_url, key) = match &serve.pg_db {
+        Some(_) => (serve.db_url.clone(), PG_KEY.to_string()),
+        None => (
+            format!("sqlite://{}", serve.dir.join("gabbro.db").display()),
+            std::fs::read_to_string(serve.dir.join("encryption.key"))
+                .expect("key")
+                .trim()
+                .to_string(),
+        ),
+    };
+    set_credential_body(&serve, &db_url, &key).await;
+    let wo = serve.webhook("/i/vault-lab-call", json!({}));
+    let run = serve.finished_run(&wo);
+    assert_eq!(run["state"], "success", "{run}");
+    let out = serve.dataclip(
+        run["steps"][0]["output_dataclip_id"]
+            .as_str()
+            .expect("output"),
+    );
+    let data = out.get("data").cloned().unwrap_or(out.clone());
+    assert_eq!(
+        data["len"],
+        json!(PASSWORD.len()),
+        "the job saw the password: {out}"
+    );
+    assert_eq!(data["user"], "partner-user", "{out}");
+    let run_id = run["id"].as_str().expect("run id");
+    let (_, logs) = serve
+        .http("GET", &format!("/api/runs/{run_id}/log_lines"), None)
+        .expect("logs");
+    // Masked by the worker ([REDACTED]) or by the orchestrator (***).
+    assert!(
+        logs.contains("secret is "),
+        "the job's log line is stored: {logs}"
+    );
+    assert!(
+        !logs.contains(PASSWORD),
+        "the secret never reaches the log: {logs}"
+    );
 
     let pg = serve.pg_db.clone();
     drop(serve);

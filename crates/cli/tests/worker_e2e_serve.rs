@@ -85,7 +85,7 @@ fn rand_suffix() -> u64 {
 }
 
 impl Serve {
-    async fn start(postgres: bool) -> Serve {
+    async fn start(postgres: bool, worker_capacity: u32) -> Serve {
         let dir = std::env::temp_dir().join(format!(
             "gabbro-e2e-{}-{}",
             std::process::id(),
@@ -100,7 +100,7 @@ impl Serve {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--worker-capacity")
-            .arg("3")
+            .arg(worker_capacity.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -377,7 +377,7 @@ async fn set_credential_body(serve: &Serve, db_url: &str, key: &str) {
 }
 
 async fn end_to_end(postgres: bool) {
-    let serve = Serve::start(postgres).await;
+    let serve = Serve::start(postgres, 3).await;
     let printed = serve.deploy(&example_project());
     assert!(
         printed.contains("/i/clinic-register"),
@@ -499,4 +499,104 @@ async fn webhook_to_success_failure_routing_and_crash_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_to_success_failure_routing_and_crash_on_postgres() {
     end_to_end(true).await;
+}
+
+const SLOW: &str = r#"name: slow-lab
+workflows:
+  spins:
+    name: spins
+    jobs:
+      spin:
+        name: spin
+        adaptor: '@openfn/language-common@latest'
+        body: |
+          fn(state => { while (true) {} });
+    triggers:
+      webhook:
+        type: webhook
+        enabled: true
+        custom_path: slow-lab-spin
+    edges:
+      webhook->spin:
+        source_trigger: webhook
+        target_job: spin
+        condition_type: always
+        enabled: true
+"#;
+
+/// A run past its timeout ends `killed` (TimeoutError) while another run
+/// on the same standalone `gabbro worker` process succeeds.
+async fn timeout_beside_success(postgres: bool) {
+    let serve = Serve::start(postgres, 0).await;
+    serve.deploy(&example_project());
+    let lab = serve.dir.join("slow-lab.yaml");
+    std::fs::write(&lab, SLOW).expect("write yaml");
+    serve.deploy(&lab);
+    let slow_wo = serve.webhook("/i/slow-lab-spin", json!({}));
+    let ok_wo = serve.webhook(
+        "/i/clinic-register",
+        json!({"patients": [{"id": 2, "given": "Bo", "family": "Ng", "age": "41"}]}),
+    );
+    // A short timeout frozen on the slow run (as a project setting would).
+    let db_url = match &serve.pg_db {
+        Some(_) => serve.db_url.clone(),
+        None => format!("sqlite://{}", serve.dir.join("gabbro.db").display()),
+    };
+    let store = gabbro_store::Store::connect(&db_url).await.expect("store");
+    let wo = slow_wo.clone();
+    let n = store
+        .write(move |mut c| {
+            Box::pin(async move {
+                Ok(gabbro_store::exec!(
+                    c,
+                    "UPDATE runs SET options = '{\"run_timeout_ms\":1500}' WHERE work_order_id = $1",
+                    wo
+                )?)
+            })
+        })
+        .await
+        .expect("set timeout");
+    assert_eq!(n, 1);
+    store.close().await;
+
+    let secret = std::fs::read_to_string(serve.dir.join("worker.secret")).expect("secret");
+    let mut worker = Command::new(BIN)
+        .arg("worker")
+        .arg("--lightning")
+        .arg(format!("ws://127.0.0.1:{}/worker", serve.port))
+        .arg("--secret")
+        .arg(secret.trim())
+        .arg("--capacity")
+        .arg("2")
+        .arg("--journal-dir")
+        .arg(serve.dir.join("journal"))
+        .arg("--port")
+        .arg("0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gabbro worker");
+    let ok = serve.finished_run(&ok_wo);
+    let slow = serve.finished_run(&slow_wo);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(ok["state"], "success", "{ok}");
+    assert_eq!(slow["state"], "killed", "{slow}");
+    assert_eq!(slow["error_type"], "TimeoutError", "{slow}");
+    let pg = serve.pg_db.clone();
+    drop(serve);
+    if let Some(name) = pg {
+        drop_pg_db(&name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_run_is_killed_while_another_succeeds_on_sqlite() {
+    timeout_beside_success(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_run_is_killed_while_another_succeeds_on_postgres() {
+    timeout_beside_success(true).await;
 }

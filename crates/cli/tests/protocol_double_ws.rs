@@ -898,3 +898,144 @@ async fn work_available_is_coalesced_on_sqlite() {
 async fn work_available_is_coalesced_on_postgres() {
     wake_coalesces(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------------------
+// Tokens across outages and claims; gabbro's seq.
+
+async fn tokens_and_seq(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}, "active_runs": []}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let (run_id, _) = o.enqueue(json!({"t": 1})).await;
+    let (_, r) = c
+        .call(&frame(
+            Some("1"),
+            "2",
+            "worker:queue",
+            "claim",
+            json!({"demand": 1, "queues": ["*"]}),
+        ))
+        .await;
+    let token = r["runs"][0]["token"].as_str().expect("token").to_string();
+    let claims = o.socket_verify(&token);
+    assert_eq!(
+        claims.worker_id.as_deref(),
+        Some(WORKER_ID),
+        "holder in the token"
+    );
+    let epoch = claims.epoch.expect("claim epoch in the token");
+    let topic = format!("run:{run_id}");
+
+    // A token from an older claim of the run is refused.
+    let mut stale = claims.clone();
+    stale.epoch = Some(epoch + 7);
+    let stale = signer().sign(&stale).expect("sign");
+    let (s, r) = c
+        .call(&frame(
+            Some("3"),
+            "3",
+            &topic,
+            "phx_join",
+            json!({"token": stale}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+
+    // The token expired (an outage outlived it): its holder may still
+    // deliver; any other worker may not.
+    let mut expired = claims.clone();
+    expired.nbf -= 4000;
+    expired.exp = expired.nbf + 100;
+    let expired = signer().sign(&expired).expect("sign");
+    let other_token = WorkerToken::sign(SECRET, "some-other-worker").expect("token");
+    let mut other = Client::connect(&o.url(&other_token))
+        .await
+        .expect("connect");
+    let (s, r) = other
+        .call(&frame(
+            Some("1"),
+            "1",
+            &topic,
+            "phx_join",
+            json!({"token": expired}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+    other.close().await;
+    let (s, r) = c
+        .call(&frame(
+            Some("4"),
+            "4",
+            &topic,
+            "phx_join",
+            json!({"token": expired}),
+        ))
+        .await;
+    assert_eq!(s, "ok", "the holder rejoins with its expired token: {r}");
+
+    // seq: in order, replays answered ok, a gap names the expected seq.
+    let j = Some("4");
+    let ts = "1795844572970130";
+    let (s, r) = c
+        .call(&frame(
+            j,
+            "5",
+            &topic,
+            "run:start",
+            json!({"timestamp": ts, "seq": 1}),
+        ))
+        .await;
+    assert_eq!(s, "ok", "{r}");
+    let log = |seq: u64| json!({"run_id": run_id, "message": [format!("line {seq}")], "level": "info", "source": "JOB", "timestamp": ts, "seq": seq});
+    let (s, r) = c.call(&frame(j, "6", &topic, "run:log", log(3))).await;
+    assert_eq!(s, "error");
+    assert_eq!(r["errors"]["seq"], json!(["expected 2"]), "{r}");
+    let (s, r) = c.call(&frame(j, "7", &topic, "run:log", log(2))).await;
+    assert_eq!(s, "ok", "{r}");
+    let first_id = r["log_line_id"].clone();
+    let (s, r) = c.call(&frame(j, "8", &topic, "run:log", log(2))).await;
+    assert_eq!(s, "ok", "a replay is answered ok: {r}");
+    assert_eq!(r["log_line_id"], first_id, "with the first answer");
+    let (s, _) = c
+        .call(&frame(
+            j,
+            "9",
+            &topic,
+            "run:start",
+            json!({"timestamp": ts, "seq": 1}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let lines = o
+        .count("SELECT COUNT(*) FROM log_lines WHERE run_id = $1", &run_id)
+        .await;
+    assert_eq!(lines, 1, "the replayed line is stored once");
+    assert_eq!(o.run_state(&run_id).await, "started");
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_stale_tokens_and_seq_on_sqlite() {
+    tokens_and_seq(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_stale_tokens_and_seq_on_postgres() {
+    tokens_and_seq(Backend::Postgres).await;
+}

@@ -14,15 +14,28 @@ use super::wake;
 /// Answers the join and starts this connection's `work-available` pushes.
 /// `None` if the join was refused.
 pub(crate) fn join(peer: &Peer, frame: &Frame) -> Option<JoinHandle<()>> {
-    if let Err(e) = serde_json::from_value::<QueueJoin>(frame.payload.clone()) {
-        let e = gabbro_protocol::MessageError::Payload {
-            event: frame.event.clone(),
-            source: e,
-        };
-        peer.out.error(frame, payload_error(&e));
-        return None;
-    }
+    let join = match serde_json::from_value::<QueueJoin>(frame.payload.clone()) {
+        Ok(j) => j,
+        Err(e) => {
+            let e = gabbro_protocol::MessageError::Payload {
+                event: frame.event.clone(),
+                source: e,
+            };
+            peer.out.error(frame, payload_error(&e));
+            return None;
+        }
+    };
     peer.out.ok(frame, json!({}));
+    // A (re)joining gabbro worker lists the runs it still holds: renew the
+    // leases of everything it holds at once, before any janitor sweep.
+    if join.active_runs.is_some_and(|r| !r.is_empty()) {
+        let (store, worker_id) = (peer.ctx.store.clone(), peer.worker_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.heartbeat(&worker_id).await {
+                tracing::warn!(error = %e, "cannot renew leases on rejoin");
+            }
+        });
+    }
     let out = peer.out.clone();
     let join_ref = frame.join_ref.clone();
     let rx = peer.ctx.wake.subscribe();

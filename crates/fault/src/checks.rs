@@ -140,14 +140,23 @@ pub fn judge(o: &Observed) -> Verdict {
 
     for r in &o.runs {
         let final_state = FINAL_STATES.contains(&r.state.as_str());
+        let killed_holder = held_by(&r.id);
         if final_state {
             v.final_runs += 1;
         } else {
+            // Say who holds it: a survivor (its claim reply or events went
+            // missing) or a killed worker (its lease never ran out).
+            let holder = match (killed_holder, r.worker_id.as_deref()) {
+                (Some(k), _) => format!("held by killed worker {} when it died", k.worker_id),
+                (None, Some(w)) => {
+                    format!("holder {w}, a worker that was not killed while holding it")
+                }
+                (None, None) => "no holder".to_string(),
+            };
             v.violations
-                .push(format!("run {} is not final: {}", r.id, r.state));
+                .push(format!("run {} is not final: {} ({holder})", r.id, r.state));
             continue;
         }
-        let killed_holder = held_by(&r.id);
         if killed_holder.is_some() {
             v.held_by_killed += 1;
         }
@@ -357,7 +366,18 @@ mod tests {
         let v = judge(&o);
         assert_eq!(v.final_runs, 1);
         assert!(
-            v.violations.iter().any(|m| m.contains("r2 is not final")),
+            v.violations
+                .iter()
+                .any(|m| m.contains("r2 is not final: started (holder w1")),
+            "{:?}",
+            v.violations
+        );
+        o.worker_kills.push(kill_holding("r2", false));
+        let v = judge(&o);
+        assert!(
+            v.violations
+                .iter()
+                .any(|m| m.contains("held by killed worker w2")),
             "{:?}",
             v.violations
         );

@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub verifier: RunVerifier,
     pub wake: WakeHub,
     pub settings: SocketSettings,
+    /// Claim latency and finished runs, shown on `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WorkerSocket {
@@ -96,6 +98,17 @@ impl WorkerSocket {
         signer: RunSigner,
         settings: SocketSettings,
     ) -> anyhow::Result<WorkerSocket> {
+        Self::with_metrics(store, vault, signer, settings, Arc::default())
+    }
+
+    /// [`WorkerSocket::new`] reporting into the server's metrics.
+    pub fn with_metrics(
+        store: Store,
+        vault: Vault,
+        signer: RunSigner,
+        settings: SocketSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<WorkerSocket> {
         let verifier = signer.verifier()?;
         Ok(WorkerSocket {
             inner: Arc::new(Inner {
@@ -105,6 +118,7 @@ impl WorkerSocket {
                 verifier,
                 wake: WakeHub::new(),
                 settings,
+                metrics,
             }),
         })
     }
@@ -147,11 +161,12 @@ pub fn attach(state: &crate::AppState) -> anyhow::Result<WorkerSocket> {
     let key = base64::engine::general_purpose::STANDARD.encode(config.encryption_key);
     let vault = Vault::new(&key)?;
     let signer = keys::load_or_generate(&config.data_dir)?;
-    let socket = WorkerSocket::new(
+    let socket = WorkerSocket::with_metrics(
         state.store.clone(),
         vault,
         signer,
         SocketSettings::new(config.worker_secret.clone()),
+        state.metrics.clone(),
     )?;
     let hub = socket.wake_hub().clone();
     let notify = state.work_available.clone();

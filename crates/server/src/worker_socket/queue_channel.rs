@@ -76,6 +76,7 @@ pub(crate) fn claim(peer: Peer, frame: Frame) {
             worker_id: peer.worker_id.clone(),
         };
         let ctx = &peer.ctx;
+        let started = std::time::Instant::now();
         let claimed = match ctx.store.claim(req).await {
             Ok(c) => c,
             Err(e) => {
@@ -98,6 +99,7 @@ pub(crate) fn claim(peer: Peer, frame: Frame) {
                 Err(e) => tracing::error!(error = %e, "cannot sign a run token"),
             }
         }
+        ctx.metrics.claim_latency.observe(started.elapsed());
         // Lightning's rollback_claimed_runs: a reply that cannot reach its
         // worker must not strand the runs in `claimed`.
         let delivered = !peer.out.is_closed()

@@ -265,11 +265,9 @@ impl RunChannel {
                     timestamp: p.timestamp.map(|t| t.as_micros()),
                     seq: p.seq,
                 };
-                store
-                    .run_complete(run_id, worker, ev)
-                    .await
-                    .map(|_| Value::Null)
-                    .map_err(err)
+                let state = store.run_complete(run_id, worker, ev).await.map_err(err)?;
+                ctx.metrics.run_finished(state.as_str());
+                Ok(Value::Null)
             }
         }
     }

@@ -1039,3 +1039,59 @@ async fn expired_and_stale_tokens_and_seq_on_sqlite() {
 async fn expired_and_stale_tokens_and_seq_on_postgres() {
     tokens_and_seq(Backend::Postgres).await;
 }
+
+// ---------------------------------------------------------------------------
+// Latency: enqueue → work-available → claim reply, with an idle worker.
+
+async fn wake_to_claim_latency(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    let mut took = Vec::new();
+    for i in 0..60 {
+        // Past the coalescing window, so every enqueue is a leading edge.
+        tokio::time::sleep(Duration::from_millis(210)).await;
+        let t0 = Instant::now();
+        let (run_id, _) = o.enqueue(json!({"i": i})).await;
+        wait_push(&mut c).await;
+        let m = format!("l{i}");
+        let (_, r) = c
+            .call(&frame(
+                Some("1"),
+                &m,
+                "worker:queue",
+                "claim",
+                json!({"demand": 1, "queues": ["*"]}),
+            ))
+            .await;
+        assert_eq!(r["runs"][0]["id"], json!(run_id));
+        took.push(t0.elapsed());
+    }
+    took.sort();
+    let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
+    eprintln!(
+        "{backend:?}: enqueue → work-available → claim reply over 60 runs: p50 {p50:?}, p99 {p99:?}"
+    );
+    assert!(p50 < Duration::from_secs(1), "p50 {p50:?}");
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_worker_hears_and_claims_promptly_on_sqlite() {
+    wake_to_claim_latency(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_worker_hears_and_claims_promptly_on_postgres() {
+    wake_to_claim_latency(Backend::Postgres).await;
+}

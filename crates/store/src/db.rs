@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
 
+use crate::pg_batcher::PgBatcher;
 use crate::writer::SqliteWriter;
 use crate::{Result, StoreError};
 
@@ -97,6 +98,7 @@ pub enum Db {
 pub struct Store {
     db: Db,
     writer: Option<SqliteWriter>,
+    pg_ingest: Option<PgBatcher>,
 }
 
 /// Options for [`Store::connect_with`].
@@ -147,6 +149,7 @@ impl Store {
             Ok(Store {
                 db: Db::Sqlite(pool),
                 writer: Some(writer),
+                pg_ingest: None,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let conn_opts = PgConnectOptions::from_str(url)?;
@@ -156,12 +159,18 @@ impl Store {
                 .await?;
             migrator().run(&pool).await?;
             Ok(Store {
+                pg_ingest: Some(PgBatcher::start(pool.clone())),
                 db: Db::Postgres(pool),
                 writer: None,
             })
         } else {
             Err(StoreError::BadUrl(url.to_string()))
         }
+    }
+
+    /// The PostgreSQL ingest batcher, if this store runs on PostgreSQL.
+    pub(crate) fn pg_batcher(&self) -> Option<&PgBatcher> {
+        self.pg_ingest.as_ref()
     }
 
     /// The SQLite writer, if this store runs on SQLite.

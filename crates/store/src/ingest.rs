@@ -71,9 +71,13 @@ impl Store {
         }
         let key = req.idempotency_key.clone();
         let trigger = req.trigger_id.clone();
-        let out = self
-            .write(move |mut c| Box::pin(async move { ingest_in(&mut c, req).await }))
-            .await;
+        let out = match self.pg_batcher() {
+            Some(b) => b.ingest(req).await,
+            None => {
+                self.write(move |mut c| Box::pin(async move { ingest_in(&mut c, req).await }))
+                    .await
+            }
+        };
         match (out, key) {
             // PostgreSQL: a concurrent request with the same key won the race;
             // answer with its work order.

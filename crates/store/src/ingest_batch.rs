@@ -1,4 +1,4 @@
-//! SQLite group ingest: the writer turns every webhook ingest queued in one
+//! Group ingest (SQLite's writer, PostgreSQL's ingest batcher): turns every webhook ingest queued in one
 //! batch into three multi-row INSERTs (dataclips, work orders, runs) instead
 //! of several statements per request. Each statement is a round trip to
 //! sqlx's SQLite thread, so this is what lets one fsync'd transaction carry
@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 
 use gabbro_model::{RunOptions, queues};
-use sqlx::SqliteConnection;
 
 use crate::ingest::{TriggerTarget, find_existing, ingest_in, load_target};
 use crate::{Conn, Ingested, Result, StoreError, WebhookIngest, new_id, now_us};
@@ -36,14 +35,11 @@ struct Row {
 /// Applies a group of ingests inside the writer's open transaction;
 /// one result per request, in order.
 pub(crate) async fn ingest_group(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     reqs: Vec<WebhookIngest>,
 ) -> Vec<Result<Ingested>> {
     let now = now_us();
-    if let Err(e) = sqlx::query("SAVEPOINT ingest_group")
-        .execute(&mut *conn)
-        .await
-    {
+    if let Err(e) = crate::exec!(conn, "SAVEPOINT ingest_group") {
         return reqs
             .iter()
             .map(|_| Err(StoreError::Commit(e.to_string())))
@@ -54,7 +50,7 @@ pub(crate) async fn ingest_group(
     let mut rows: Vec<(usize, Row)> = Vec::new();
     let mut targets: HashMap<String, Option<TriggerTarget>> = HashMap::new();
     let mut keys: HashMap<(String, String), usize> = HashMap::new();
-    let mut c = Conn::Sqlite(&mut *conn);
+    let c = &mut *conn;
     for (i, req) in reqs.iter().enumerate() {
         results.push(None);
         if let Some(key) = &req.idempotency_key {
@@ -74,7 +70,7 @@ pub(crate) async fn ingest_group(
                     continue;
                 }
             }
-            match find_existing(&mut c, &req.trigger_id, key).await {
+            match find_existing(c, &req.trigger_id, key).await {
                 Ok(Some(found)) => {
                     results[i] = Some(Ok(found));
                     continue;
@@ -87,7 +83,7 @@ pub(crate) async fn ingest_group(
             }
         }
         if !targets.contains_key(&req.trigger_id) {
-            match load_target(&mut c, &req.trigger_id).await {
+            match load_target(c, &req.trigger_id).await {
                 Ok(t) => {
                     targets.insert(req.trigger_id.clone(), t);
                 }
@@ -154,7 +150,7 @@ pub(crate) async fn ingest_group(
             }));
         }
     }
-    match insert_rows(conn, &rows, now).await {
+    match insert_rows(c, &rows, now).await {
         Ok(()) => {
             for (i, r) in rows {
                 results[i] = Some(Ok(Ingested {
@@ -176,19 +172,13 @@ pub(crate) async fn ingest_group(
             // Undo the group and apply each request alone, each in its own
             // savepoint, so only the culprit fails.
             tracing::warn!(error = %e, "group ingest failed; applying requests one by one");
-            let _ = sqlx::query("ROLLBACK TO SAVEPOINT ingest_group")
-                .execute(&mut *conn)
-                .await;
+            let _ = crate::exec!(conn, "ROLLBACK TO SAVEPOINT ingest_group");
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                let _ = sqlx::query("SAVEPOINT ingest_one")
-                    .execute(&mut *conn)
-                    .await;
-                let r = ingest_in(&mut Conn::Sqlite(&mut *conn), req).await;
+                let _ = crate::exec!(conn, "SAVEPOINT ingest_one");
+                let r = ingest_in(conn, req).await;
                 if r.is_err() {
-                    let _ = sqlx::query("ROLLBACK TO SAVEPOINT ingest_one")
-                        .execute(&mut *conn)
-                        .await;
+                    let _ = crate::exec!(conn, "ROLLBACK TO SAVEPOINT ingest_one");
                 }
                 out.push(r);
             }
@@ -215,67 +205,85 @@ fn placeholders(rows: usize, per_row: usize) -> String {
     s
 }
 
-async fn insert_rows(conn: &mut SqliteConnection, rows: &[(usize, Row)], now: i64) -> Result<()> {
+/// Binds one chunk's rows onto a multi-row INSERT and runs it, on either
+/// database (same SQL, `$N` placeholders).
+macro_rules! insert_chunk {
+    ($conn:expr, $sql:expr, $chunk:expr, |$q:ident, $r:ident| $bind:expr) => {
+        match $conn.reborrow() {
+            Conn::Sqlite(c) => {
+                let mut $q = sqlx::query::<sqlx::Sqlite>(sqlx::AssertSqlSafe($sql.clone()));
+                for (_, $r) in $chunk {
+                    $q = $bind;
+                }
+                $q.execute(c).await.map(|_| ())
+            }
+            Conn::Postgres(c) => {
+                let mut $q = sqlx::query::<sqlx::Postgres>(sqlx::AssertSqlSafe($sql.clone()));
+                for (_, $r) in $chunk {
+                    $q = $bind;
+                }
+                $q.execute(c).await.map(|_| ())
+            }
+        }
+    };
+}
+
+async fn insert_rows(conn: &mut Conn<'_>, rows: &[(usize, Row)], now: i64) -> Result<()> {
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO dataclips (id, project_id, type, body, request, inserted_at) VALUES {}",
             placeholders(chunk.len(), 6)
         );
-        let mut q = sqlx::query::<sqlx::Sqlite>(sqlx::AssertSqlSafe(sql));
-        for (_, r) in chunk {
-            q = q
-                .bind(&r.dataclip_id)
-                .bind(&r.project_id)
-                .bind("http_request")
-                .bind(&r.body)
-                .bind(&r.request)
-                .bind(now);
-        }
-        q.execute(&mut *conn).await?;
-
+        insert_chunk!(conn, sql, chunk, |q, r| q
+            .bind(&r.dataclip_id)
+            .bind(&r.project_id)
+            .bind("http_request")
+            .bind(&r.body)
+            .bind(&r.request)
+            .bind(now))?;
         let sql = format!(
             "INSERT INTO work_orders (id, workflow_id, snapshot_id, trigger_id, dataclip_id, state,
                                       idempotency_key, last_activity, inserted_at, updated_at) VALUES {}",
             placeholders(chunk.len(), 10)
         );
-        let mut q = sqlx::query::<sqlx::Sqlite>(sqlx::AssertSqlSafe(sql));
-        for (_, r) in chunk {
-            q = q
-                .bind(&r.work_order_id)
-                .bind(&r.workflow_id)
-                .bind(&r.snapshot_id)
-                .bind(&r.trigger_id)
-                .bind(&r.dataclip_id)
-                .bind("pending")
-                .bind(&r.idempotency_key)
-                .bind(now)
-                .bind(now)
-                .bind(now);
-        }
-        q.execute(&mut *conn).await?;
-
+        insert_chunk!(conn, sql, chunk, |q, r| q
+            .bind(&r.work_order_id)
+            .bind(&r.workflow_id)
+            .bind(&r.snapshot_id)
+            .bind(&r.trigger_id)
+            .bind(&r.dataclip_id)
+            .bind("pending")
+            .bind(&r.idempotency_key)
+            .bind(now)
+            .bind(now)
+            .bind(now))?;
         let sql = format!(
             "INSERT INTO runs (id, work_order_id, workflow_id, project_id, snapshot_id, starting_trigger_id,
                                dataclip_id, state, queue, priority, options, inserted_at) VALUES {}",
             placeholders(chunk.len(), 12)
         );
-        let mut q = sqlx::query::<sqlx::Sqlite>(sqlx::AssertSqlSafe(sql));
-        for (_, r) in chunk {
-            q = q
-                .bind(&r.run_id)
-                .bind(&r.work_order_id)
-                .bind(&r.workflow_id)
-                .bind(&r.project_id)
-                .bind(&r.snapshot_id)
-                .bind(&r.trigger_id)
-                .bind(&r.dataclip_id)
-                .bind("available")
-                .bind(&r.queue)
-                .bind(1_i32)
-                .bind(&r.options)
-                .bind(now);
+        insert_chunk!(conn, sql, chunk, |q, r| q
+            .bind(&r.run_id)
+            .bind(&r.work_order_id)
+            .bind(&r.workflow_id)
+            .bind(&r.project_id)
+            .bind(&r.snapshot_id)
+            .bind(&r.trigger_id)
+            .bind(&r.dataclip_id)
+            .bind("available")
+            .bind(&r.queue)
+            .bind(1_i32)
+            .bind(&r.options)
+            .bind(now))?;
+    }
+    // PostgreSQL: wake every node's workers once per workflow, at commit.
+    if conn.backend() == crate::Backend::Postgres {
+        let mut seen = std::collections::HashSet::new();
+        for (_, r) in rows {
+            if seen.insert(r.workflow_id.as_str()) {
+                crate::queue::notify_available(conn, &r.workflow_id).await?;
+            }
         }
-        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

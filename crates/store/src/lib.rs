@@ -47,6 +47,7 @@ mod ingest_batch;
 mod janitor;
 mod ledger;
 mod macros;
+mod pg_batcher;
 pub mod provision;
 pub mod queue;
 mod reads;

@@ -172,7 +172,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Item>) {
                         replies.push(t);
                     }
                 }
-                let results = ingest_group(&mut *conn, reqs).await;
+                let results = ingest_group(&mut Conn::Sqlite(&mut *conn), reqs).await;
                 for (result, reply) in results.into_iter().zip(replies) {
                     dones.push(Box::new(move |commit| {
                         let _ = reply.send(match commit {

@@ -976,6 +976,20 @@ async fn tokens_and_seq(backend: Backend) {
         (s.as_str(), r),
         ("error", json!({"reason": "unauthorized"}))
     );
+    // Nor, with a valid token, may a worker that does not hold the run.
+    let (s, r) = other
+        .call(&frame(
+            Some("2"),
+            "2",
+            &topic,
+            "phx_join",
+            json!({"token": token}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
     other.close().await;
     let (s, r) = c
         .call(&frame(

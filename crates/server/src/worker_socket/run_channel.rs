@@ -101,6 +101,21 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
             return Err(unauthorized);
         }
     }
+    // The lease: the holder joined (the janitor stops counting the claim
+    // lease); anyone but the holder under this claim epoch is refused.
+    match ctx
+        .store
+        .run_joined(&run.id, &peer.worker_id, run.claim_epoch)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::NotHolder) => return Err(unauthorized),
+        Err(StoreError::NotFound { .. }) => return Err(ReasonReply::NOT_FOUND),
+        Err(e) => {
+            tracing::error!(run_id, error = %e, "cannot record the run's join");
+            return Err("unavailable");
+        }
+    }
     let snapshot = run_data::load_snapshot(&ctx.store, &run.snapshot_id)
         .await
         .map_err(|e| {

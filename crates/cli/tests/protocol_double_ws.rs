@@ -1109,3 +1109,41 @@ async fn idle_worker_hears_and_claims_promptly_on_sqlite() {
 async fn idle_worker_hears_and_claims_promptly_on_postgres() {
     wake_to_claim_latency(Backend::Postgres).await;
 }
+
+/// PostgreSQL: a run enqueued by another node wakes this node's workers
+/// (LISTEN on the store's channel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_on_another_node_wakes_workers_on_postgres() {
+    let o = Orchestrator::start(Backend::Postgres).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    // Let the listener connect before the first NOTIFY.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), c.next()).await {}
+    let t0 = Instant::now();
+    let run_id = o.enqueue_from_other_node(json!({"remote": true})).await;
+    let push = wait_push(&mut c).await;
+    assert_eq!(push.payload, json!({}));
+    eprintln!("remote enqueue → work-available: {:?}", t0.elapsed());
+    let (_, r) = c
+        .call(&frame(
+            Some("1"),
+            "2",
+            "worker:queue",
+            "claim",
+            json!({"demand": 1, "queues": ["*"]}),
+        ))
+        .await;
+    assert_eq!(r["runs"][0]["id"], json!(run_id));
+    c.close().await;
+    o.stop().await;
+}

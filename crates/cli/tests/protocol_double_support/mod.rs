@@ -117,6 +117,28 @@ impl Orchestrator {
         (out.run_id, out.dataclip_id)
     }
 
+    /// Enqueues through a second connection to the same database, as
+    /// another `gabbro serve` node would: this node's hub is not told.
+    pub async fn enqueue_from_other_node(&self, body: Value) -> String {
+        let url = self.db.as_ref().expect("db").url.clone();
+        let other = Store::connect(&url).await.expect("second node's store");
+        let out = other
+            .ingest_webhook(WebhookIngest {
+                trigger_id: self.trigger_id.clone(),
+                body: body.to_string(),
+                request:
+                    json!({"method": "POST", "path": "/i/x", "query_params": {}, "headers": {}})
+                        .to_string(),
+                idempotency_key: None,
+                options: None,
+                queue: None,
+            })
+            .await
+            .expect("ingest");
+        other.close().await;
+        out.run_id
+    }
+
     pub fn url(&self, token: &str) -> String {
         format!(
             "ws://{}/worker/websocket?token={token}&api_version=1.2&worker_version=1.25.0&vsn=2.0.0",

@@ -67,21 +67,47 @@ impl TestDb {
     }
 
     /// Closes the store and removes the database.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         self.store.close().await;
-        if let Some((admin, name)) = self.pg
-            && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
-        {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
-            let _ = c.close().await;
+        if let Some((admin, name)) = self.pg.take() {
+            drop_database(&admin, &name).await;
         }
-        if let Some(dir) = self.dir {
+        if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+impl Drop for TestDb {
+    /// A test that panicked before [`TestDb::cleanup`] still removes its
+    /// database (on a thread of its own: `Drop` cannot await).
+    fn drop(&mut self) {
+        let pg = self.pg.take();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin, name)) = pg {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_database(&admin, &name));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+async fn drop_database(admin: &str, name: &str) {
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+        let _ = c.close().await;
     }
 }
 

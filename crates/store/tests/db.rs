@@ -94,3 +94,21 @@ async fn bad_url_is_refused() {
         .unwrap();
     assert!(matches!(err, StoreError::BadUrl(_)));
 }
+
+#[tokio::test]
+async fn postgres_test_database_is_dropped_even_without_cleanup() {
+    use sqlx::Connection as _;
+    let db = TestDb::postgres().await.expect("test database");
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    db.store.close().await;
+    drop(db); // as when a test panics before cleanup()
+    let admin = std::env::var("GABBRO_TEST_PG")
+        .unwrap_or_else(|_| gabbro_store::testing::DEFAULT_TEST_PG.into());
+    let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}

@@ -77,11 +77,15 @@ async fn drop_pg_db(name: &str) {
     }
 }
 
+/// Unique within the process (a counter), varied across runs (the clock).
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64 % 1000)
-        .unwrap_or(0)
+        .map(|d| u64::from(d.subsec_micros() % 100))
+        .unwrap_or(0);
+    t * 10 + n % 10
 }
 
 impl Serve {

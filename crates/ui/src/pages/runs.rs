@@ -114,12 +114,12 @@ pub async fn show(
     {
         dataclips.push(dataclip_view("Input of the run".into(), d));
     }
-    for s in &steps {
+    for (i, s) in steps.iter().enumerate() {
         if let Some(id) = &s.output_dataclip_id
             && let Some(d) = q::dataclip_preview(state.pool(), &p.id, id).await?
         {
             dataclips.push(dataclip_view(
-                format!("Output of step {} ({})", s.position + 1, s.job_name),
+                format!("Output of step {} ({})", i + 1, s.job_name),
                 d,
             ));
         }

@@ -14,6 +14,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the orchestrator (API, webhooks, cron, worker socket, UI) with an embedded worker.

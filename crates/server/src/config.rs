@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "GABBRO_LOG_JSON")]
     pub log_json: bool,
+    /// Lease lengths and the janitor's period.
+    #[command(flatten)]
+    pub janitor: crate::janitor::JanitorArgs,
 }
 
 /// What the server runs with, resolved from [`ServeArgs`].
@@ -58,6 +61,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub webhook_memory_bytes: usize,
     pub cron: bool,
+    pub janitor: crate::janitor::JanitorConfig,
 }
 
 impl Config {
@@ -103,6 +107,7 @@ impl Config {
             )
             .unwrap_or(usize::MAX),
             cron: args.cron,
+            janitor: crate::janitor::JanitorConfig::from(&args.janitor),
         })
     }
 }

@@ -6,7 +6,8 @@
 //! - [`webhook`] and [`ingest`] — `POST /i/<id>`;
 //! - [`provision`] — `/api/provision`;
 //! - [`api`] — the read API, described by [`openapi`];
-//! - [`cron`] — the scheduler loop; [`metrics`] — `/metrics`.
+//! - [`cron`] — the scheduler loop; [`janitor`] — the lease janitor loop;
+//!   [`metrics`] — `/metrics`.
 //!
 //! Other parts (worker socket, embedded worker, UI) add their routes with
 //! [`routes::api_router`]`().merge(theirs).with_state(state)` and start
@@ -19,6 +20,7 @@ pub mod config;
 pub mod cron;
 pub mod error;
 pub mod ingest;
+pub mod janitor;
 pub mod metrics;
 pub mod openapi;
 pub mod provision;
@@ -73,6 +75,11 @@ pub async fn run(
         None
     };
     let worker_socket = worker_socket::attach(&state)?;
+    let janitor_task = tokio::spawn(janitor::run(
+        state.clone(),
+        state.config.janitor,
+        stop_rx.clone(),
+    ));
     let app = router(state.clone()).merge(worker_socket.routes());
     let addr = listener.local_addr()?;
     let _embedded_worker = worker_socket::embedded::start(&state.config, addr);
@@ -85,6 +92,7 @@ pub async fn run(
     if let Some(t) = cron_task {
         let _ = t.await;
     }
+    let _ = janitor_task.await;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

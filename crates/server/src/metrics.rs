@@ -72,6 +72,8 @@ pub struct Metrics {
     runs_finished: Mutex<BTreeMap<String, u64>>,
     /// Cron fires by outcome (fired | missed).
     cron_fires: Mutex<BTreeMap<String, u64>>,
+    /// Janitor actions by kind (requeued | lost | retried).
+    janitor_actions: Mutex<BTreeMap<String, u64>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -93,6 +95,10 @@ impl Metrics {
 
     pub fn cron_fire(&self, outcome: &str) {
         bump(&self.cron_fires, outcome.to_string());
+    }
+
+    pub fn janitor_action(&self, action: &str) {
+        bump(&self.janitor_actions, action.to_string());
     }
 
     /// The exposition text; `runs_by_state` is the database's current count
@@ -142,6 +148,13 @@ impl Metrics {
         if let Ok(m) = self.cron_fires.lock() {
             for (outcome, n) in m.iter() {
                 let _ = writeln!(out, "gabbro_cron_fires_total{{outcome=\"{outcome}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP gabbro_janitor_runs_total Runs the lease janitor on this node requeued, marked lost or retried.\n");
+        out.push_str("# TYPE gabbro_janitor_runs_total counter\n");
+        if let Ok(m) = self.janitor_actions.lock() {
+            for (action, n) in m.iter() {
+                let _ = writeln!(out, "gabbro_janitor_runs_total{{action=\"{action}\"}} {n}");
             }
         }
         out

@@ -20,6 +20,7 @@ fn config() -> Config {
         max_body_bytes: 1 << 20,
         webhook_memory_bytes: 1 << 20,
         cron: true,
+        janitor: Default::default(),
     }
 }
 

@@ -47,6 +47,7 @@ impl TestServer {
             webhook_memory_mb: 64,
             cron: false,
             log_json: false,
+            janitor: Default::default(),
         };
         let server = prepare(&args).await.expect("server prepared");
         let url = format!("http://{}", server.listener.local_addr().unwrap());

@@ -76,6 +76,9 @@ fn web_ui(state: &AppState) -> Option<gabbro_ui::UiState> {
     match gabbro_ui::UiState::connect_lazy(&state.config.db_url, Some(state.config.encryption_key))
     {
         Ok(ui) => {
+            // A retry or rerun from the UI wakes this node's workers at once.
+            let wake = state.work_available.clone();
+            let ui = ui.on_run_enqueued(move || wake.notify_waiters());
             if tokio::runtime::Handle::try_current().is_ok() {
                 gabbro_ui::spawn_indexer(ui.clone());
             }

@@ -1,6 +1,8 @@
-//! The harness end to end at a tiny scale against the real `gabbro` binary:
-//! 40 webhooks, one orchestrator kill -9, one connection cut, on SQLite and
-//! on PostgreSQL. It passes only if every run survives.
+//! The harness end to end at a tiny scale against the real `gabbro` binary,
+//! 40 webhooks on SQLite and on PostgreSQL: without faults (always run), and
+//! through connection cuts, an orchestrator kill -9 and a database restart
+//! (ignored until the janitor runs in `gabbro serve`). Each passes only if
+//! every run survives.
 //!
 //! The `gabbro` binary is found beside this test's target directory
 //! (`target/<profile>/gabbro`, built by `cargo nextest run --workspace`) or
@@ -32,7 +34,7 @@ fn gabbro_binary() -> PathBuf {
     bin
 }
 
-fn run_harness(db: &str) {
+fn run_harness(db: &str, orchestrator_kills: u32, cuts: u32, extra: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_gabbro-fault"))
         .arg("--gabbro")
         .arg(gabbro_binary())
@@ -41,19 +43,15 @@ fn run_harness(db: &str) {
             db,
             "--runs",
             "40",
-            "--orchestrator-kills",
-            "1",
             "--worker-kills",
             "0",
-            "--cuts",
-            "1",
             "--cut-seconds",
             "2",
-            "--delay-ms",
-            "20",
-            "--settle-seconds",
-            "240",
         ])
+        .args(["--delay-ms", "20", "--settle-seconds", "240"])
+        .args(["--orchestrator-kills", &orchestrator_kills.to_string()])
+        .args(["--cuts", &cuts.to_string()])
+        .args(extra)
         .output()
         .expect("cannot run gabbro-fault");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -66,19 +64,54 @@ fn run_harness(db: &str) {
     let line = stdout.lines().last().unwrap_or_default();
     assert!(line.starts_with("gabbro-fault: "), "{stdout}");
     assert!(line.contains("accepted=40 "), "{line}");
-    assert!(line.contains("orchestrator_kills=1 "), "{line}");
+    assert!(
+        line.contains(&format!("orchestrator_kills={orchestrator_kills} ")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("cuts={cuts} ")), "{line}");
     assert!(line.contains("success=40 "), "{line}");
     assert!(line.ends_with("violations=0"), "{line}");
 }
 
+// The harness machinery end to end (serve, deploy, workers behind the
+// proxy, load, settle, every check) with no fault: this must always pass.
 #[test]
-#[ignore = "needs the whole system (serve + worker socket + janitor); run with --ignored"]
-fn forty_runs_survive_an_orchestrator_kill_and_a_cut_on_sqlite() {
-    run_harness("sqlite");
+fn forty_runs_without_faults_pass_every_check_on_sqlite() {
+    run_harness("sqlite", 0, 0, &[]);
 }
 
 #[test]
-#[ignore = "needs the whole system (serve + worker socket + janitor); run with --ignored"]
-fn forty_runs_survive_an_orchestrator_kill_and_a_cut_on_postgres() {
-    run_harness("postgres");
+fn forty_runs_without_faults_pass_every_check_on_postgres() {
+    run_harness("postgres", 0, 0, &[]);
+}
+
+// With faults. A claim committed just before the orchestrator is killed, or
+// just before the connection is cut, never reaches its worker; only the
+// janitor's claim lease (or reconciling the `active_runs` a worker lists when
+// it rejoins) puts it back, and `gabbro serve` does neither yet
+// (docs/reliability.md, Findings). Until it does these fail now and then
+// (the PostgreSQL cut test failed 2 runs of 2 on 28 Nov); run them with
+// `cargo nextest run -p gabbro-fault --run-ignored all`.
+#[test]
+#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+fn forty_runs_survive_two_connection_cuts_on_sqlite() {
+    run_harness("sqlite", 0, 2, &[]);
+}
+
+#[test]
+#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+fn forty_runs_survive_two_connection_cuts_on_postgres() {
+    run_harness("postgres", 0, 2, &[]);
+}
+
+#[test]
+#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+fn forty_runs_survive_an_orchestrator_kill_and_a_cut_on_sqlite() {
+    run_harness("sqlite", 1, 1, &[]);
+}
+
+#[test]
+#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+fn forty_runs_survive_an_orchestrator_kill_a_cut_and_a_database_restart_on_postgres() {
+    run_harness("postgres", 1, 1, &["--pg-restarts", "1"]);
 }

@@ -607,6 +607,10 @@ async fn credentials_never_come_back(db: &TestDb) {
         q.body
     );
     assert!(q.body.contains("Finished in the last hour: 3"));
+    assert!(
+        q.body.contains("data-holder=\"worker-1\">1<"),
+        "the worker holding the started run"
+    );
 }
 
 async fn accounts_and_members(db: &TestDb) {

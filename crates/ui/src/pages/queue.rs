@@ -22,6 +22,13 @@ struct QueuePage {
     workers: Option<Vec<WorkerInfo>>,
 }
 
+impl QueuePage {
+    fn heard(&self, us: &Option<i64>) -> String {
+        us.map(|t| format!("{} UTC", format_us(t)))
+            .unwrap_or_default()
+    }
+}
+
 pub async fn dashboard(State(state): State<UiState>, user: User) -> UiResult<Response> {
     if !user.is_superuser {
         return Err(UiError::Forbidden(

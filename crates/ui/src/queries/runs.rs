@@ -745,6 +745,9 @@ pub async fn rerun_work_orders(
 
 #[derive(Debug, Clone, Default)]
 pub struct QueueStats {
+    /// (worker name, runs it holds, when it was last heard from) for every
+    /// worker holding claimed or started runs, as the database sees it.
+    pub holders: Vec<(String, i64, Option<i64>)>,
     pub by_state: Vec<(String, i64)>,
     pub finished_last_hour: Vec<(String, i64)>,
     pub oldest_available: Option<(String, String, i64)>,
@@ -781,6 +784,16 @@ pub async fn queue_stats(pool: &AnyPool) -> UiResult<QueueStats> {
     for r in rows {
         s.finished_last_hour
             .push((r.try_get("state")?, r.try_get("n")?));
+    }
+    let holders = sqlx::query(
+        "SELECT COALESCE(worker_name, '(unnamed)') AS worker, COUNT(*) AS n, MAX(last_heard_at) AS heard \
+         FROM runs WHERE state IN ('claimed', 'started') GROUP BY COALESCE(worker_name, '(unnamed)') ORDER BY worker",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in holders {
+        s.holders
+            .push((r.try_get("worker")?, r.try_get("n")?, r.try_get("heard")?));
     }
     let oldest = sqlx::query(
         "SELECT id, project_id, inserted_at FROM runs WHERE state = 'available' ORDER BY inserted_at, id LIMIT 1",

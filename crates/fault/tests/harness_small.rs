@@ -1,7 +1,7 @@
 //! The harness end to end at a tiny scale against the real `gabbro` binary,
 //! 40 webhooks on SQLite and on PostgreSQL: without faults (always run), and
 //! through connection cuts, an orchestrator kill -9 and a database restart
-//! (ignored until the janitor runs in `gabbro serve`). Each passes only if
+//! (ignored until the findings of docs/reliability.md are fixed). Each passes only if
 //! every run survives.
 //!
 //! The `gabbro` binary is found beside this test's target directory
@@ -87,31 +87,32 @@ fn forty_runs_without_faults_pass_every_check_on_postgres() {
 
 // With faults. A claim committed just before the orchestrator is killed, or
 // just before the connection is cut, never reaches its worker; only the
-// janitor's claim lease (or reconciling the `active_runs` a worker lists when
-// it rejoins) puts it back, and `gabbro serve` does neither yet
-// (docs/reliability.md, Findings). Until it does these fail now and then
-// (the PostgreSQL cut test failed 2 runs of 2 on 28 Nov); run them with
+// janitor's claim lease (30 s, now in `gabbro serve`) or reconciling the
+// `active_runs` a worker lists when it rejoins puts it back; and a database
+// restart can make the worker drop events (docs/reliability.md, Findings).
+// Until those are fixed these fail now and then (the PostgreSQL cut test
+// failed 2 runs of 2 on 28 Nov, before the janitor); run them with
 // `cargo nextest run -p gabbro-fault --run-ignored all`.
 #[test]
-#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+#[ignore = "fails now and then until the findings of docs/reliability.md are fixed"]
 fn forty_runs_survive_two_connection_cuts_on_sqlite() {
     run_harness("sqlite", 0, 2, &[]);
 }
 
 #[test]
-#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+#[ignore = "fails now and then until the findings of docs/reliability.md are fixed"]
 fn forty_runs_survive_two_connection_cuts_on_postgres() {
     run_harness("postgres", 0, 2, &[]);
 }
 
 #[test]
-#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+#[ignore = "fails now and then until the findings of docs/reliability.md are fixed"]
 fn forty_runs_survive_an_orchestrator_kill_and_a_cut_on_sqlite() {
     run_harness("sqlite", 1, 1, &[]);
 }
 
 #[test]
-#[ignore = "needs the janitor in gabbro serve (lost claim replies); docs/reliability.md"]
+#[ignore = "fails now and then until the findings of docs/reliability.md are fixed"]
 fn forty_runs_survive_an_orchestrator_kill_a_cut_and_a_database_restart_on_postgres() {
     run_harness("postgres", 1, 1, &["--pg-restarts", "1"]);
 }

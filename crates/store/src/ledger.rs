@@ -634,19 +634,32 @@ impl Store {
         self.consume_seq_if_rejected(rid, seq, out).await
     }
 
-    /// Renews the lease of every unfinished run `worker_id` holds (called on
-    /// the worker's socket heartbeats). Returns how many runs it touched.
-    pub async fn heartbeat(&self, worker_id: &str) -> Result<u64> {
+    /// Renews the lease of the listed runs that `worker_id` still holds
+    /// (called on the worker's socket heartbeats with the runs that
+    /// connection holds: its joined run channels and the runs it listed in
+    /// `active_runs`). Only those: a restarted worker keeps its id, and must
+    /// not keep alive a run its previous life died holding. Returns how
+    /// many runs it touched.
+    pub async fn heartbeat(&self, worker_id: &str, run_ids: Vec<String>) -> Result<u64> {
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
         let worker_id = worker_id.to_string();
         self.write(move |mut c| {
             Box::pin(async move {
                 let now = db_now_us(&mut c).await?;
-                Ok(exec!(
-                    c,
-                    "UPDATE runs SET last_heard_at = $2 WHERE worker_id = $1 AND state IN ('claimed', 'started')",
-                    worker_id,
-                    now
-                )?)
+                let mut n = 0;
+                for id in &run_ids {
+                    n += exec!(
+                        c,
+                        "UPDATE runs SET last_heard_at = $3
+                         WHERE id = $1 AND worker_id = $2 AND state IN ('claimed', 'started')",
+                        id,
+                        &worker_id,
+                        now
+                    )?;
+                }
+                Ok(n)
             })
         })
         .await

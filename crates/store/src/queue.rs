@@ -137,6 +137,46 @@ impl Store {
         })
         .await
     }
+
+    /// A worker (re)joined `worker:queue` listing the runs it holds: every
+    /// run `worker_id` holds in `claimed` that is not in `held` goes back to
+    /// `available` at once (its claim reply was lost). The claim epoch is
+    /// kept, and the worker id cleared, so the lost reply's token is
+    /// refused by [`Store::run_joined`]; the next claim bumps the epoch.
+    /// `started` runs are left to the janitor's run lease. Returns the ids
+    /// of the runs that moved.
+    pub async fn requeue_unheld_claims(
+        &self,
+        worker_id: &str,
+        held: Vec<String>,
+    ) -> Result<Vec<String>> {
+        let worker_id = worker_id.to_string();
+        self.write(move |mut c| {
+            Box::pin(async move {
+                #[derive(sqlx::FromRow)]
+                struct Claimed {
+                    id: String,
+                    claim_epoch: i32,
+                }
+                let claimed = fetch_all!(
+                    c,
+                    Claimed,
+                    "SELECT id, claim_epoch FROM runs WHERE worker_id = $1 AND state = 'claimed'",
+                    &worker_id
+                )?;
+                let mut moved = Vec::new();
+                for r in claimed {
+                    if !held.contains(&r.id)
+                        && requeue_claimed(&mut c, &r.id, Some(r.claim_epoch)).await?
+                    {
+                        moved.push(r.id);
+                    }
+                }
+                Ok(moved)
+            })
+        })
+        .await
+    }
 }
 
 /// PostgreSQL deadlock or serialization failure: safe to retry.

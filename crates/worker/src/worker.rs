@@ -130,7 +130,9 @@ pub async fn claim_loop(
         let join = QueueJoin {
             capacity: cfg.capacity,
             queues: BTreeMap::from([("manual>*".to_string(), cfg.capacity)]),
-            active_runs: Some(shared.active_runs()).filter(|a| !a.is_empty()),
+            // Always sent, even empty: the orchestrator requeues the claims
+            // of this worker id that are not listed (lost claim replies).
+            active_runs: Some(shared.active_runs()),
         };
         let joined = tokio::select! {
             r = socket.join(QUEUE_TOPIC, serde_json::to_value(&join).unwrap_or_default(), cfg.message_timeout) => r,

@@ -7,7 +7,7 @@
 //! (join, leave, join again within a millisecond works: each join gets a
 //! fresh task).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +53,7 @@ pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) 
         peer,
         queue: None,
         channels: HashMap::new(),
+        listed: HashSet::new(),
         last_touch: None,
     };
     while let Some(msg) = stream.next().await {
@@ -82,6 +83,9 @@ struct Connection {
     queue: Option<QueueJoined>,
     /// Joined run channels: topic → the channel task's inbox.
     channels: HashMap<String, mpsc::UnboundedSender<Frame>>,
+    /// Runs the worker listed in `active_runs` when it last joined
+    /// `worker:queue` and has not left the channel of since.
+    listed: HashSet<String>,
     last_touch: Option<Instant>,
 }
 
@@ -115,8 +119,18 @@ impl Connection {
         self.touch_leases();
     }
 
-    /// The worker is alive: refresh the lease of every run it holds, at most
-    /// once per `lease_touch_every`.
+    /// The runs this connection holds: its joined run channels and the runs
+    /// its worker listed in `active_runs`.
+    fn held_runs(&self) -> Vec<String> {
+        let joined = self.channels.keys().filter_map(|t| run_id_of(t));
+        let mut held: HashSet<String> = joined.map(str::to_string).collect();
+        held.extend(self.listed.iter().cloned());
+        held.into_iter().collect()
+    }
+
+    /// The worker is alive: refresh the lease of every run this connection
+    /// holds (not every run of its worker id: a restarted worker keeps its
+    /// id), at most once per `lease_touch_every`.
     fn touch_leases(&mut self) {
         let every = self.peer.ctx.settings.lease_touch_every;
         if self.last_touch.is_some_and(|t| t.elapsed() < every) {
@@ -125,8 +139,9 @@ impl Connection {
         self.last_touch = Some(Instant::now());
         let store = self.peer.ctx.store.clone();
         let worker_id = self.peer.worker_id.clone();
+        let held = self.held_runs();
         tokio::spawn(async move {
-            if let Err(e) = store.heartbeat(&worker_id).await {
+            if let Err(e) = store.heartbeat(&worker_id, held).await {
                 tracing::warn!(error = %e, "cannot refresh run leases");
             }
         });
@@ -138,8 +153,17 @@ impl Connection {
                 if let Some(q) = self.queue.take() {
                     q.wake.abort();
                 }
-                if let Some(wake) = queue_channel::join(&self.peer, &frame) {
-                    self.queue = Some(QueueJoined { wake });
+                let joined: Vec<String> = self
+                    .channels
+                    .keys()
+                    .filter_map(|t| run_id_of(t))
+                    .map(str::to_string)
+                    .collect();
+                if let Some(j) = queue_channel::join(&self.peer, frame, joined) {
+                    if let Some(listed) = j.listed {
+                        self.listed = listed.into_iter().collect();
+                    }
+                    self.queue = Some(QueueJoined { wake: j.task });
                 }
             }
             PHX_LEAVE => {
@@ -180,6 +204,10 @@ impl Connection {
             Ok(()) => {
                 if leave {
                     self.channels.remove(&topic);
+                    // Left: the worker is done with the run.
+                    if let Some(id) = run_id_of(&topic) {
+                        self.listed.remove(id);
+                    }
                 }
             }
             Err(frame) => {

@@ -11,9 +11,19 @@ use super::connection::Peer;
 use super::replies::{payload_error, store_error};
 use super::wake;
 
-/// Answers the join and starts this connection's `work-available` pushes.
-/// `None` if the join was refused.
-pub(crate) fn join(peer: &Peer, frame: &Frame) -> Option<JoinHandle<()>> {
+/// A `worker:queue` join that was accepted.
+pub(crate) struct Joined {
+    /// Answers the join, then pushes `work-available` until aborted.
+    pub task: JoinHandle<()>,
+    /// The join's `active_runs`, when it carried the field (gabbro's
+    /// worker; OpenFn's never sends it).
+    pub listed: Option<Vec<String>>,
+}
+
+/// Accepts the join and starts this connection's `work-available` pushes.
+/// `joined` are the runs whose channels this connection has joined. `None`
+/// if the join was refused (answered here).
+pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joined> {
     let join = match serde_json::from_value::<QueueJoin>(frame.payload.clone()) {
         Ok(j) => j,
         Err(e) => {
@@ -21,33 +31,62 @@ pub(crate) fn join(peer: &Peer, frame: &Frame) -> Option<JoinHandle<()>> {
                 event: frame.event.clone(),
                 source: e,
             };
-            peer.out.error(frame, payload_error(&e));
+            peer.out.error(&frame, payload_error(&e));
             return None;
         }
     };
-    peer.out.ok(frame, json!({}));
-    // A (re)joining gabbro worker lists the runs it still holds: renew the
-    // leases of everything it holds at once, before any janitor sweep.
-    if join.active_runs.is_some_and(|r| !r.is_empty()) {
-        let (store, worker_id) = (peer.ctx.store.clone(), peer.worker_id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.heartbeat(&worker_id).await {
-                tracing::warn!(error = %e, "cannot renew leases on rejoin");
-            }
-        });
+    let listed = join.active_runs;
+    let (peer, rx) = (peer.clone(), peer.ctx.wake.subscribe());
+    let reconcile = listed.clone();
+    let task = tokio::spawn(async move {
+        if let Some(listed) = reconcile {
+            settle_held_runs(&peer, listed, joined).await;
+        }
+        // Answered only now: a claim the worker sends after the answer
+        // cannot be requeued by the reconciliation above.
+        peer.out.ok(&frame, json!({}));
+        let (out, join_ref) = (peer.out.clone(), frame.join_ref.clone());
+        let window = peer.ctx.settings.wake_window;
+        wake::coalesce(rx, window, move || {
+            out.send(&Frame::push(
+                join_ref.clone(),
+                QUEUE_TOPIC,
+                WORK_AVAILABLE,
+                json!({}),
+            ))
+        })
+        .await
+    });
+    Some(Joined { task, listed })
+}
+
+/// A (re)joining gabbro worker listed the runs it holds: renew their
+/// leases at once (before any janitor sweep), and put back to `available`
+/// the runs its worker id holds in `claimed` that it neither lists nor has
+/// joined here — their claim reply never reached it.
+async fn settle_held_runs(peer: &Peer, listed: Vec<String>, joined: Vec<String>) {
+    let ctx = &peer.ctx;
+    let mut held = listed;
+    held.extend(joined);
+    held.sort();
+    held.dedup();
+    match ctx
+        .store
+        .requeue_unheld_claims(&peer.worker_id, held.clone())
+        .await
+    {
+        Ok(moved) if !moved.is_empty() => {
+            tracing::info!(worker_id = %peer.worker_id, runs = ?moved, "claimed runs the rejoining worker does not hold: back to available");
+            ctx.wake.notify();
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot requeue claims the rejoining worker does not hold")
+        }
     }
-    let out = peer.out.clone();
-    let join_ref = frame.join_ref.clone();
-    let rx = peer.ctx.wake.subscribe();
-    let window = peer.ctx.settings.wake_window;
-    Some(tokio::spawn(wake::coalesce(rx, window, move || {
-        out.send(&Frame::push(
-            join_ref.clone(),
-            QUEUE_TOPIC,
-            WORK_AVAILABLE,
-            json!({}),
-        ))
-    })))
+    if let Err(e) = ctx.store.heartbeat(&peer.worker_id, held).await {
+        tracing::warn!(error = %e, "cannot renew leases on rejoin");
+    }
 }
 
 /// Claims in its own task (claims may overlap; none waits for another).

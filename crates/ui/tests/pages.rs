@@ -155,7 +155,13 @@ async fn job_save_writes_a_snapshot(db: &TestDb) {
     assert_eq!(job["body"], new_body);
     assert_eq!(job["project_credential_id"], s.credential_id.as_str());
     // Exactly the fields provisioning writes (gabbro_store::provision::snapshot_body).
-    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    // Sorted: serde_json keeps insertion order when another crate of the
+    // workspace enables `preserve_order`, and the key set is what matters.
+    let keys = |v: &serde_json::Value| {
+        let mut keys = v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        keys.sort();
+        keys
+    };
     assert_eq!(
         keys(&snap),
         ["edges", "id", "jobs", "lock_version", "name", "triggers"]

@@ -304,12 +304,9 @@ async fn take_slot(c: &mut Conn<'_>, h: &Head) -> Result<bool> {
     if !wf_ok {
         return Ok(false);
     }
-    let proj_limit = if h.wf_limit.is_some() {
-        None
-    } else {
-        h.proj_limit
-    };
-    if !bump(c, &p, proj_limit).await? {
+    // Both limits apply (docs/queue.md): the project's caps every active run
+    // of the project, also in workflows that have a limit of their own.
+    if !bump(c, &p, h.proj_limit).await? {
         exec!(
             c,
             "UPDATE concurrency_counters SET active = active - 1 WHERE scope = $1 AND active > 0",

@@ -37,7 +37,7 @@ need curl psql sqlite3 awk
 
 # A fresh PostgreSQL database for one configuration; prints its URL.
 new_pg_db() {
-  local name="gabbro_bench_$1_$(date +%s)_$$"
+  local name="gabbro_bench_${1//-/_}_$(date +%s)_$$"
   psql -q -v ON_ERROR_STOP=1 "$PG_ADMIN" -c "CREATE DATABASE $name" >/dev/null \
     || die "PostgreSQL unreachable at $PG_ADMIN"
   PG_DBS+=("$name")
@@ -130,13 +130,14 @@ make_body() {
   local bytes=$1 out=$2 i=0
   {
     printf '{"source":"bench","patients":['
-    local n=0
+    # 32 bytes of frame, 77 per patient (76 and a comma).
+    local n=32
     while :; do
       [ $i -gt 0 ] && printf ','
       printf '{"id":"p%06d","given":"Ada","family":"Lovelace","age":"36","ward":"north"}' "$i"
       i=$((i + 1))
-      n=$((n + 78))
-      [ $((n + 40)) -ge "$bytes" ] && break
+      n=$((n + 77))
+      [ $((n + 38)) -ge "$bytes" ] && break
     done
     printf ']}'
   } >"$out"

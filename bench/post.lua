@@ -1,7 +1,8 @@
 -- wrk script: POST a JSON body read from a file.
 --   wrk -s bench/post.lua URL -- BODY_FILE [MAX_RESPONSES_PER_THREAD]
 -- With MAX_RESPONSES_PER_THREAD each thread stops after that many responses
--- (used to enqueue a fixed number of runs); 0 or absent = run for -d.
+-- (used to enqueue a fixed number of runs; a few in flight may still land);
+-- 0 or absent = run for -d.
 local max_responses = 0
 local responses = 0
 
@@ -16,14 +17,13 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   max_responses = tonumber(args[2] or "0") or 0
+end
+
+function response(status, headers, body)
   if max_responses > 0 then
-    -- Only defined when needed: a response() callback makes wrk parse
-    -- every response body, which costs the load generator a little.
-    response = function(status, headers, body)
-      responses = responses + 1
-      if responses >= max_responses then
-        wrk.thread:stop()
-      end
+    responses = responses + 1
+    if responses >= max_responses then
+      wrk.thread:stop()
     end
   end
 end

@@ -61,7 +61,16 @@ drain() {
   deploy "$PROJECT"
   echo "== $(stamp) worker drain, $db: enqueueing $QUEUED runs (capacity 0)"
   local t0=$SECONDS
-  wrk -t1 -c32 -d600s -s "$BENCH_DIR/post.lua" "$URL/i/$HOOK" -- "$BODY" "$QUEUED" >"$WORK/worker-$db-enqueue.wrk"
+  # wrk stops sending after QUEUED responses but sleeps out its -d: end it
+  # once the runs are in.
+  wrk -t1 -c32 -d600s -s "$BENCH_DIR/post.lua" "$URL/i/$HOOK" -- "$BODY" "$QUEUED" >"$WORK/worker-$db-enqueue.wrk" &
+  local wrk_pid=$!
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    sleep 1
+    [ "$(sql "SELECT count(*) FROM runs")" -ge "$QUEUED" ] && break
+  done
+  kill "$wrk_pid" 2>/dev/null || true
+  wait "$wrk_pid" 2>/dev/null || true
   local queued; queued=$(sql "SELECT count(*) FROM runs WHERE state = 'available'")
   local base_pss; base_pss=$(pss_kb "$SERVER_PID")
   echo "queued $queued runs in $((SECONDS - t0)) s; server PSS at capacity 0, idle: $((base_pss / 1024)) MB"

@@ -36,6 +36,16 @@ impl ErrorsReply {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+
+    /// The field of the transient error (`{errors: {server: ["internal
+    /// error, retry later"]}}`): the orchestrator could not apply the event
+    /// (e.g. its database is restarting); the event must be sent again.
+    pub const RETRY_FIELD: &str = "server";
+
+    /// Is this the transient "retry later" error (not a refusal)?
+    pub fn is_retryable(&self) -> bool {
+        self.errors.contains_key(Self::RETRY_FIELD)
+    }
 }
 
 /// A join refusal: `{reason: "unauthorized" | "not_found" | "unmatched topic"}`.

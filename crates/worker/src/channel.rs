@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gabbro_protocol::{RunEvent, describe_error, run_topic};
+use gabbro_protocol::{ErrorsReply, RunEvent, describe_error, run_topic};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
@@ -31,6 +32,43 @@ fn not_joined(reply: &ReplyBody) -> bool {
             .get("reason")
             .and_then(Value::as_str)
             .is_some_and(|r| r == "unmatched topic")
+}
+
+/// What a reply to a run event means for the journal.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Applied, or refused for good (the orchestrator consumed the `seq`):
+    /// the journal moves on.
+    Ack,
+    /// Not applied for a transient reason (`{errors: {server: [...]}}`,
+    /// e.g. a database restart): send it again after a backoff.
+    Retry,
+    /// `seq` gap: the orchestrator still expects this earlier `seq`; send
+    /// the journal again from there (the events below it were applied).
+    ResendFrom(u64),
+}
+
+fn verdict(reply: &ReplyBody, seq: Option<u64>) -> Verdict {
+    if reply.is_ok() {
+        return Verdict::Ack;
+    }
+    let Ok(errors) = ErrorsReply::deserialize(reply.response_json()) else {
+        return Verdict::Ack;
+    };
+    if errors.is_retryable() {
+        return Verdict::Retry;
+    }
+    match (errors.expected_seq, seq) {
+        // Expecting a later seq means this one was applied already.
+        (Some(expected), Some(seq)) if expected < seq => Verdict::ResendFrom(expected),
+        _ => Verdict::Ack,
+    }
+}
+
+/// A join refusal `{reason: "unavailable"}`: the orchestrator's store
+/// failed while checking the join; transient, not a refusal of the run.
+fn is_unavailable(reply: &Value) -> bool {
+    reply.get("reason").and_then(Value::as_str) == Some("unavailable")
 }
 
 /// Run events in flight at once on one run channel.
@@ -83,6 +121,16 @@ impl Numberer {
             }
         }
         event
+    }
+
+    /// Journalled events with `from <= seq < before` (see
+    /// [`RunJournal::events_between`]); none without a journal.
+    fn journalled(&self, from: u64, before: u64) -> Vec<RunEvent> {
+        self.journal
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|j| j.events_between(from, before)))
+            .unwrap_or_default()
     }
 
     fn ack(&self, seq: u64) {
@@ -143,23 +191,79 @@ impl RunChannel {
         self.deliver(event).await
     }
 
-    /// Send an event numbered by [`Numberer::number`]; the reply (of any
-    /// status) acknowledges it in the journal.
+    /// Send an event numbered by [`Numberer::number`] and return its
+    /// reply once it acknowledges the event (see [`Verdict`]): a transient
+    /// error is retried after a backoff, a `seq` gap first sends the
+    /// journalled events the orchestrator still expects.
     pub async fn deliver(&mut self, event: RunEvent) -> Result<ReplyBody, CallError> {
-        let payload = event.payload();
-        let reply = self.call(event.name(), payload).await?;
-        if let Some(seq) = event.seq() {
-            self.numberer.ack(seq);
+        let mut backoff = Backoff::new(self.shared.config.backoff);
+        let mut queue: VecDeque<RunEvent> = VecDeque::from([event]);
+        loop {
+            let Some(e) = queue.front() else {
+                return Err(CallError::Closed);
+            };
+            let (name, payload, seq) = (e.name(), e.payload(), e.seq());
+            let reply = self.call(name, payload).await?;
+            match self.judge(&reply, name, seq) {
+                Verdict::Ack => {
+                    backoff.reset();
+                    queue.pop_front();
+                    if queue.is_empty() {
+                        return Ok(reply);
+                    }
+                }
+                Verdict::Retry => sleep(backoff.next_delay()).await,
+                Verdict::ResendFrom(from) => {
+                    let before = queue.front().and_then(RunEvent::seq).unwrap_or(from);
+                    for e in self.numberer.journalled(from, before).into_iter().rev() {
+                        queue.push_front(e);
+                    }
+                }
+            }
         }
-        if !reply.is_ok() {
-            tracing::warn!(
+    }
+
+    /// Classify a reply, acknowledge it in the journal when it is an ack,
+    /// and log what is not plain success.
+    fn judge(&self, reply: &ReplyBody, event: &str, seq: Option<u64>) -> Verdict {
+        let mut v = verdict(reply, seq);
+        if let Verdict::ResendFrom(from) = v
+            && let Some(seq) = seq
+            && self.numberer.journalled(from, seq).is_empty()
+        {
+            // Nothing journalled to send again (no journal): nothing better
+            // to do than move on.
+            tracing::error!(topic = %self.topic, event, expected = from, seq, "seq gap with nothing journalled to resend");
+            v = Verdict::Ack;
+        }
+        match v {
+            Verdict::Ack => {
+                if let Some(seq) = seq {
+                    self.numberer.ack(seq);
+                }
+                if !reply.is_ok() {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        event,
+                        error = %describe_error(&reply.response_json()),
+                        "orchestrator refused a run event"
+                    );
+                }
+            }
+            Verdict::Retry => tracing::warn!(
                 topic = %self.topic,
-                event = event.name(),
+                event,
                 error = %describe_error(&reply.response_json()),
-                "orchestrator refused a run event"
-            );
+                "orchestrator could not apply a run event; sending it again"
+            ),
+            Verdict::ResendFrom(from) => tracing::warn!(
+                topic = %self.topic,
+                event,
+                expected = from,
+                "orchestrator expects an earlier seq; resending from the journal"
+            ),
         }
-        Ok(reply)
+        v
     }
 
     /// The joined channel, joining (again) when there is none on the live
@@ -182,6 +286,12 @@ impl RunChannel {
                 Ok(c) => {
                     self.channel = Some(c.clone());
                     return Ok(c);
+                }
+                Err(JoinError::Refused(r)) if is_unavailable(&r) => {
+                    // The orchestrator could not check the join (its store
+                    // failed): not a refusal, try again.
+                    tracing::warn!(topic = %self.topic, "run channel join unavailable; retrying");
+                    sleep(backoff.next_delay()).await;
                 }
                 Err(JoinError::Refused(r)) => {
                     refusals += 1;
@@ -261,18 +371,21 @@ impl RunChannel {
                     }
                     Ok(reply) => {
                         let e = &events[replies.len()];
-                        if let Some(seq) = e.seq() {
-                            self.numberer.ack(seq);
+                        let seq = e.seq();
+                        match self.judge(&reply, e.name(), seq) {
+                            Verdict::Ack => replies.push(reply),
+                            Verdict::Retry => {
+                                sleep(backoff.next_delay()).await;
+                                continue 'attempt;
+                            }
+                            Verdict::ResendFrom(from) => {
+                                let before = seq.unwrap_or(from);
+                                for earlier in self.numberer.journalled(from, before) {
+                                    self.deliver(earlier).await?;
+                                }
+                                continue 'attempt;
+                            }
                         }
-                        if !reply.is_ok() {
-                            tracing::warn!(
-                                topic = %self.topic,
-                                event = e.name(),
-                                error = %describe_error(&reply.response_json()),
-                                "orchestrator refused a run event"
-                            );
-                        }
-                        replies.push(reply);
                     }
                     Err(RequestError::Shutdown) => return Err(CallError::Closed),
                     Err(RequestError::Timeout(_)) => {
@@ -365,20 +478,28 @@ impl RunChannel {
                 other => other,
             };
             match result {
-                Ok(reply) => {
-                    backoff.reset();
-                    if let Some(seq) = event.seq() {
-                        self.numberer.ack(seq);
+                Ok(reply) => match self.judge(&reply, event.name(), event.seq()) {
+                    Verdict::Ack => backoff.reset(),
+                    verdict => {
+                        // Not applied: this event and everything after it
+                        // goes again, in order (the later ones in flight
+                        // cannot have been applied either); after a gap,
+                        // preceded by the journalled events from the
+                        // expected seq.
+                        let mut again: VecDeque<RunEvent> = VecDeque::new();
+                        if let Verdict::ResendFrom(from) = verdict {
+                            let before = event.seq().unwrap_or(from);
+                            again.extend(self.numberer.journalled(from, before));
+                        }
+                        again.push_back(event);
+                        again.extend(inflight.drain(..).map(|(e, _)| e));
+                        again.extend(resend.drain(..));
+                        resend = again;
+                        if verdict == Verdict::Retry {
+                            sleep(backoff.next_delay()).await;
+                        }
                     }
-                    if !reply.is_ok() {
-                        tracing::warn!(
-                            topic = %self.topic,
-                            event = event.name(),
-                            error = %describe_error(&reply.response_json()),
-                            "orchestrator refused a run event"
-                        );
-                    }
-                }
+                },
                 Err(e) => {
                     if matches!(e, RequestError::Shutdown) {
                         return Err(CallError::Closed);

@@ -267,6 +267,28 @@ impl RunJournal {
         self.append(&format!("{{\"ack\":{seq}}}"), false)
     }
 
+    /// The journalled events with `from <= seq < before`, in `seq` order,
+    /// acknowledged or not: what to send again when the orchestrator says
+    /// it still expects `from` (a `seq` gap reply).
+    pub fn events_between(&self, from: u64, before: u64) -> Vec<RunEvent> {
+        let Ok(file) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        let mut events: BTreeMap<u64, RunEvent> = BTreeMap::new();
+        for line in BufReader::new(file).lines().skip(1) {
+            let Ok(line) = line else { break };
+            if let Ok(e) = serde_json::from_str::<EventLine>(&line)
+                && e.seq >= from
+                && e.seq < before
+                && let Ok(mut ev) = RunEvent::from_parts(&e.event, &e.payload)
+            {
+                ev.set_seq(Some(e.seq));
+                events.insert(e.seq, ev);
+            }
+        }
+        events.into_values().collect()
+    }
+
     /// Everything is delivered (or the run is not ours): remove the file.
     pub fn finish(self) {
         if let Ok(mut d) = self.journal.dirty.lock() {

@@ -577,3 +577,71 @@ async fn stopping_finishes_the_active_run_and_claims_nothing_more() {
     assert_eq!(done.reason, Reason::Success);
     assert!(l.events("run-after-stop").is_empty(), "claimed after stop");
 }
+
+/// The run's journal files in `dir`.
+fn journal_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("runs"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+async fn wait_journal_empty(dir: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while journal_files(dir) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal was not emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_later_error_is_not_an_ack_the_event_is_resent_until_applied() {
+    let l = Lightning::start().await;
+    l.enforce_seq();
+    // The orchestrator's database is down for step:complete until released.
+    l.fail_transiently("step:complete", u32::MAX);
+    let w = RunningWorker::start(&l, |_| {});
+    l.enqueue(one_job_run("run-t", ADD_ONE));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while l.transient_sent() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "step:complete was not sent again after a retry-later error"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two error replies later the run is neither complete nor forgotten.
+    assert!(l.completed("run-t").is_none());
+    assert_eq!(
+        journal_files(&w.dir),
+        1,
+        "the journal is kept while events are unapplied"
+    );
+    l.fail_transiently("step:complete", 0);
+    l.wait_complete("run-t", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-t");
+    wait_journal_empty(&w.dir).await;
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seq_gap_reply_makes_the_worker_resend_from_the_expected_seq() {
+    let l = Lightning::start().await;
+    l.enforce_seq();
+    // At run:complete (seq s) the orchestrator says it expects s - 3.
+    l.rewind_at("run:complete", 3);
+    let w = RunningWorker::start(&l, |_| {});
+    l.enqueue(one_job_run("run-g", ADD_ONE));
+    let done = l.wait_complete("run-g", Duration::from_secs(30)).await;
+    assert_add_one_run(&l, "run-g");
+    let raw = l.raw_events("run-g");
+    let last = done.seq.expect("run:complete carries its seq");
+    for seq in last - 3..last {
+        let times = raw.iter().filter(|e| e.seq() == Some(seq)).count();
+        assert_eq!(times, 2, "seq {seq} sent again from the journal: {raw:#?}");
+    }
+    wait_journal_empty(&w.dir).await;
+    w.stop().await;
+}

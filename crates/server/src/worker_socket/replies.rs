@@ -65,12 +65,16 @@ pub(crate) fn payload_error(e: &MessageError) -> Value {
 }
 
 /// The reply for a store failure: refusals in Lightning's words, anything
-/// else as a generic error (details go to our log, not the worker).
+/// else as the transient `{errors:{server:[…retry later]}}` (details go to
+/// our log, not the worker), which gabbro's worker sends again.
+/// An event from a worker that no longer holds the run is a definitive
+/// `unauthorized`, never "retry later".
 pub(crate) fn store_error(e: &StoreError) -> Value {
     match e {
         StoreError::Rejected { field, message } => field_error(field, message.clone()),
         StoreError::SeqGap { expected } => ErrorsReply::expected_seq(*expected).to_value(),
         StoreError::NotFound { what, .. } => field_error(what, "not found"),
+        StoreError::NotHolder => ReasonReply::new(ReasonReply::UNAUTHORIZED).to_value(),
         other => {
             tracing::error!(error = %other, "worker event failed");
             field_error("server", "internal error, retry later")

@@ -84,8 +84,10 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
         Ok(Some(run)) => run,
         Ok(None) => return Err(ReasonReply::NOT_FOUND),
         Err(e) => {
+            // Transient (the store failed): the worker rejoins later; a
+            // `not_found` would make it drop the run.
             tracing::error!(run_id, error = %e, "cannot load run");
-            return Err(ReasonReply::NOT_FOUND);
+            return Err("unavailable");
         }
     };
     if let Some(epoch) = claims.epoch
@@ -120,7 +122,7 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
         .await
         .map_err(|e| {
             tracing::error!(run_id, error = %e, "cannot load the run's snapshot");
-            ReasonReply::NOT_FOUND
+            "unavailable"
         })?;
     // Every secret the run's jobs may see is masked in its logs, also after
     // a reconnect or an orchestrator restart (no fetch:credential needed).

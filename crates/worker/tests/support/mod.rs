@@ -72,6 +72,21 @@ struct State {
     /// Hand out unsigned tokens and accept any (for measurements: RS256 in
     /// a debug build would dominate).
     fast_tokens: bool,
+    /// Apply numbered run events in `seq` order as gabbro's orchestrator
+    /// does: a replay is answered ok, a gap `{errors: {seq: ["expected
+    /// N"]}, expected_seq: N}` (not recorded).
+    enforce_seq: bool,
+    /// Per run, the last `seq` applied (with `enforce_seq`).
+    last_seq: std::collections::HashMap<String, u64>,
+    /// Answer the next N events of this name with the transient store
+    /// error `{errors: {server: ["internal error, retry later"]}}` (not
+    /// recorded, not applied).
+    transient: Option<(String, u32)>,
+    /// Transient errors sent so far.
+    transient_sent: u32,
+    /// The first event of this name with seq `s` is answered with a gap
+    /// expecting `s - back`, as if the events from there were lost.
+    rewind: Option<(String, u64)>,
     /// Senders to push `work-available` to joined queue channels.
     queue_pushers: Vec<mpsc::UnboundedSender<Message>>,
 }
@@ -112,6 +127,25 @@ impl Lightning {
 
     pub fn unmatch_next(&self, n: u32) {
         self.state.lock().unwrap().unmatched = n;
+    }
+
+    /// See `State::enforce_seq`.
+    pub fn enforce_seq(&self) {
+        self.state.lock().unwrap().enforce_seq = true;
+    }
+
+    /// See `State::transient`.
+    pub fn fail_transiently(&self, event: &str, times: u32) {
+        self.state.lock().unwrap().transient = Some((event.to_string(), times));
+    }
+
+    pub fn transient_sent(&self) -> u32 {
+        self.state.lock().unwrap().transient_sent
+    }
+
+    /// See `State::rewind`.
+    pub fn rewind_at(&self, event: &str, back: u64) {
+        self.state.lock().unwrap().rewind = Some((event.to_string(), back));
     }
 
     pub fn use_fast_tokens(&self) {
@@ -384,6 +418,38 @@ impl Lightning {
                             ReplyStatus::Error,
                             ReasonReply::new(ReasonReply::UNMATCHED_TOPIC).to_value(),
                         )];
+                    }
+                    if let Some((name, n)) = &mut s.transient
+                        && *name == event.name()
+                        && *n > 0
+                    {
+                        *n -= 1;
+                        s.transient_sent += 1;
+                        return vec![Self::reply(
+                            frame,
+                            ReplyStatus::Error,
+                            ErrorsReply::field("server", "internal error, retry later").to_value(),
+                        )];
+                    }
+                    if let Some(seq) = event.seq()
+                        && s.enforce_seq
+                    {
+                        if let Some((name, back)) = s.rewind.clone()
+                            && name == event.name()
+                        {
+                            s.rewind = None;
+                            let expected = seq.saturating_sub(back).max(1);
+                            s.last_seq.insert(run_id.clone(), expected - 1);
+                        }
+                        let last = s.last_seq.get(&run_id).copied().unwrap_or(0);
+                        if seq > last + 1 {
+                            return vec![Self::reply(
+                                frame,
+                                ReplyStatus::Error,
+                                ErrorsReply::expected_seq(last + 1).to_value(),
+                            )];
+                        }
+                        s.last_seq.insert(run_id.clone(), last.max(seq));
                     }
                 }
                 let run = {

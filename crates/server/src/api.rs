@@ -72,6 +72,42 @@ pub async fn is_member(
     Ok(n.unwrap_or(0) > 0)
 }
 
+/// May `user` change project `project_id` (provisioning)? Superusers, and
+/// the project's owners, admins and editors — viewers may read only, as in
+/// the web UI. A project that does not exist yet may be created by anyone
+/// with a token (they become its owner).
+pub async fn may_edit(
+    state: &AppState,
+    user: &ApiUser,
+    project_id: &str,
+) -> Result<bool, ApiError> {
+    if user.role == "superuser" {
+        return Ok(true);
+    }
+    let mut c = state.store.read().await?;
+    let mut conn = c.reborrow();
+    let exists: Option<i64> = scalar!(
+        conn,
+        i64,
+        "SELECT COUNT(*) FROM projects WHERE id = $1",
+        project_id
+    )?;
+    if exists.unwrap_or(0) == 0 {
+        return Ok(true);
+    }
+    let role: Option<String> = scalar!(
+        conn,
+        String,
+        "SELECT role FROM project_users WHERE project_id = $1 AND user_id = $2",
+        project_id,
+        &user.id
+    )?;
+    Ok(matches!(
+        role.as_deref(),
+        Some("owner" | "admin" | "editor")
+    ))
+}
+
 #[derive(sqlx::FromRow)]
 struct ProjectRow {
     id: String,

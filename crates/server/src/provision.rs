@@ -21,7 +21,7 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     let doc = parse_document(&value).map_err(ApiError::Invalid)?;
-    if user.role != "superuser" && !crate::api::is_member(&state, &user, &doc.id, true).await? {
+    if !crate::api::may_edit(&state, &user, &doc.id).await? {
         return Err(ApiError::Forbidden(
             "you may not provision this project".into(),
         ));

@@ -554,6 +554,80 @@ async fn webhook_api_key_auth(backend: Backend) {
     s.stop().await;
 }
 
+/// Roles on the API: a viewer of a project may read it but not provision it;
+/// an editor may.
+async fn viewer_may_read_but_not_provision(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    assert_eq!(s.deploy_example().await, 0);
+    let (status, projects) = s.get("/api/projects").await;
+    assert_eq!(status, 200);
+    let project_id = projects["data"][0]["id"].as_str().unwrap().to_string();
+    let (status, doc) = s.get(&format!("/api/provision/{project_id}")).await;
+    assert_eq!(status, 200);
+    let doc = if doc.get("data").is_some() {
+        doc["data"].clone()
+    } else {
+        doc
+    };
+    let store = &s.db.as_ref().unwrap().store;
+    let mut tokens = Vec::new();
+    for role in ["viewer", "editor"] {
+        let user = store
+            .create_user(&format!("{role}@example.org"), "x", "user", false)
+            .await
+            .unwrap();
+        let (pid, uid, r) = (project_id.clone(), user.clone(), role.to_string());
+        store
+            .write(move |mut c| {
+                Box::pin(async move {
+                    gabbro_store::exec!(
+                        c,
+                        "INSERT INTO project_users (project_id, user_id, role) VALUES ($1, $2, $3)",
+                        &pid,
+                        &uid,
+                        &r
+                    )?;
+                    Ok(())
+                })
+            })
+            .await
+            .unwrap();
+        tokens.push(store.create_api_token(&user).await.unwrap().token);
+    }
+    let call = |token: String, method: &str| {
+        let req = match method {
+            "get" => s.http.get(format!("{}/api/projects/{project_id}", s.url)),
+            _ => s.http.post(format!("{}/api/provision", s.url)).json(&doc),
+        };
+        req.bearer_auth(token).send()
+    };
+    let viewer_read = call(tokens[0].clone(), "get").await.unwrap();
+    assert_eq!(viewer_read.status().as_u16(), 200, "a viewer reads");
+    let viewer_write = call(tokens[0].clone(), "post").await.unwrap();
+    assert_eq!(
+        viewer_write.status().as_u16(),
+        403,
+        "a viewer may not provision"
+    );
+    let editor_write = call(tokens[1].clone(), "post").await.unwrap();
+    assert!(
+        editor_write.status().is_success(),
+        "an editor may provision: {}",
+        editor_write.status()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_viewer_may_read_but_not_provision() {
+    viewer_may_read_but_not_provision(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_viewer_may_read_but_not_provision() {
+    viewer_may_read_but_not_provision(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn sqlite_redeploy_removes_what_the_file_no_longer_lists() {
     redeploy_removes_what_the_file_no_longer_lists(Backend::Sqlite).await;

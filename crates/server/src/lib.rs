@@ -29,6 +29,7 @@ pub mod state;
 pub mod vault;
 pub mod webhook;
 pub mod worker_socket;
+pub mod workers;
 
 pub use config::{Config, ServeArgs};
 pub use routes::router;

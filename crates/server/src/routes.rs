@@ -79,6 +79,19 @@ fn web_ui(state: &AppState) -> Option<gabbro_ui::UiState> {
             // A retry or rerun from the UI wakes this node's workers at once.
             let wake = state.work_available.clone();
             let ui = ui.on_run_enqueued(move || wake.notify_waiters());
+            // The queue dashboard lists the workers connected to this node.
+            let workers = state.workers.clone();
+            let ui = ui.with_workers(move || {
+                workers
+                    .list()
+                    .into_iter()
+                    .map(|w| gabbro_ui::WorkerInfo {
+                        name: w.name,
+                        capacity: w.capacity,
+                        active_runs: w.active_runs,
+                    })
+                    .collect()
+            });
             if tokio::runtime::Handle::try_current().is_ok() {
                 gabbro_ui::spawn_indexer(ui.clone());
             }

@@ -22,6 +22,8 @@ pub struct AppState {
     /// Notified whenever runs are enqueued on this node (webhooks, cron), so
     /// the worker socket can push `work-available` at once.
     pub work_available: Arc<Notify>,
+    /// Workers connected to this node (the queue dashboard lists them).
+    pub workers: Arc<crate::workers::ConnectedWorkers>,
 }
 
 impl AppState {
@@ -33,6 +35,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             webhook_memory: Arc::new(Semaphore::new(kib)),
             work_available: Arc::new(Notify::new()),
+            workers: Arc::default(),
         }
     }
 }

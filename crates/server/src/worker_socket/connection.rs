@@ -49,8 +49,10 @@ pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) 
         out: Outbox::new(tx),
     };
     tracing::debug!(worker_id = %peer.worker_id, "worker connected");
+    let listed_as = peer.ctx.workers.connect(&peer.worker_id);
     let mut conn = Connection {
         peer,
+        listed_as,
         queue: None,
         channels: HashMap::new(),
         listed: HashSet::new(),
@@ -65,6 +67,7 @@ pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) 
         }
     }
     tracing::debug!(worker_id = %conn.peer.worker_id, "worker disconnected");
+    conn.peer.ctx.workers.disconnect(conn.listed_as);
     if let Some(q) = conn.queue.take() {
         q.wake.abort();
     }
@@ -80,6 +83,8 @@ struct QueueJoined {
 
 struct Connection {
     peer: Peer,
+    /// This connection's key in the server's list of connected workers.
+    listed_as: u64,
     queue: Option<QueueJoined>,
     /// Joined run channels: topic → the channel task's inbox.
     channels: HashMap<String, mpsc::UnboundedSender<Frame>>,
@@ -153,6 +158,13 @@ impl Connection {
                 if let Some(q) = self.queue.take() {
                     q.wake.abort();
                 }
+                if let Some(capacity) = frame.payload.get("capacity").and_then(Value::as_u64) {
+                    let capacity = u32::try_from(capacity).unwrap_or(u32::MAX);
+                    self.peer
+                        .ctx
+                        .workers
+                        .update(self.listed_as, |w| w.capacity = capacity);
+                }
                 let joined: Vec<String> = self
                     .channels
                     .keys()
@@ -176,6 +188,13 @@ impl Connection {
                 self.peer.out.reason(&frame, ReasonReply::UNMATCHED_TOPIC);
             }
             CLAIM => {
+                if let Some(name) = frame.payload.get("worker_name").and_then(Value::as_str) {
+                    let name = name.to_string();
+                    self.peer
+                        .ctx
+                        .workers
+                        .update(self.listed_as, |w| w.name = name);
+                }
                 self.touch_leases();
                 queue_channel::claim(self.peer.clone(), frame);
             }
@@ -191,6 +210,7 @@ impl Connection {
             let (tx, rx) = mpsc::unbounded_channel();
             // A new join replaces any channel on the topic (as Phoenix does).
             self.channels.insert(frame.topic.clone(), tx);
+            self.count_active_runs();
             tokio::spawn(run_channel::serve(self.peer.clone(), frame, rx));
             return;
         }
@@ -215,6 +235,16 @@ impl Connection {
                 self.peer.out.reason(&frame, ReasonReply::UNMATCHED_TOPIC);
             }
         }
+        self.count_active_runs();
+    }
+
+    /// The dashboard's "active runs" of this worker: its open run channels.
+    fn count_active_runs(&self) {
+        let n = u32::try_from(self.channels.len()).unwrap_or(u32::MAX);
+        self.peer
+            .ctx
+            .workers
+            .update(self.listed_as, |w| w.active_runs = n);
     }
 
     /// A text frame that is not `[join_ref, ref, topic, event, payload]`:

@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub settings: SocketSettings,
     /// Claim latency and finished runs, shown on `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Connected workers, for the queue dashboard.
+    pub workers: Arc<crate::workers::ConnectedWorkers>,
 }
 
 impl WorkerSocket {
@@ -109,6 +111,19 @@ impl WorkerSocket {
         settings: SocketSettings,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> anyhow::Result<WorkerSocket> {
+        Self::with_parts(store, vault, signer, settings, metrics, Arc::default())
+    }
+
+    /// [`WorkerSocket::with_metrics`] recording connected workers in
+    /// `workers` (the server's list, shown on the queue dashboard).
+    pub fn with_parts(
+        store: Store,
+        vault: Vault,
+        signer: RunSigner,
+        settings: SocketSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+        workers: Arc<crate::workers::ConnectedWorkers>,
+    ) -> anyhow::Result<WorkerSocket> {
         let verifier = signer.verifier()?;
         Ok(WorkerSocket {
             inner: Arc::new(Inner {
@@ -119,8 +134,14 @@ impl WorkerSocket {
                 wake: WakeHub::new(),
                 settings,
                 metrics,
+                workers,
             }),
         })
+    }
+
+    /// The workers connected to this socket (capacity, open run channels).
+    pub fn workers(&self) -> &Arc<crate::workers::ConnectedWorkers> {
+        &self.inner.workers
     }
 
     /// The hub to call `notify()` on whenever runs become available.
@@ -161,12 +182,13 @@ pub fn attach(state: &crate::AppState) -> anyhow::Result<WorkerSocket> {
     let key = base64::engine::general_purpose::STANDARD.encode(config.encryption_key);
     let vault = Vault::new(&key)?;
     let signer = keys::load_or_generate(&config.data_dir)?;
-    let socket = WorkerSocket::with_metrics(
+    let socket = WorkerSocket::with_parts(
         state.store.clone(),
         vault,
         signer,
         SocketSettings::new(config.worker_secret.clone()),
         state.metrics.clone(),
+        state.workers.clone(),
     )?;
     let hub = socket.wake_hub().clone();
     let notify = state.work_available.clone();

@@ -35,13 +35,14 @@ need() {
 [ -x "$GABBRO" ] || die "no gabbro binary at $GABBRO (cargo build --release -p gabbro)"
 need curl psql sqlite3 awk
 
-# A fresh PostgreSQL database for one configuration; prints its URL.
+# A fresh PostgreSQL database for one configuration; sets DB_URL (not
+# printed: a $(…) subshell would lose the name that cleanup drops).
 new_pg_db() {
   local name="gabbro_bench_${1//-/_}_$(date +%s)_$$"
   psql -q -v ON_ERROR_STOP=1 "$PG_ADMIN" -c "CREATE DATABASE $name" >/dev/null \
     || die "PostgreSQL unreachable at $PG_ADMIN"
   PG_DBS+=("$name")
-  echo "$PG_BASE/$name"
+  DB_URL="$PG_BASE/$name"
 }
 
 drop_pg_dbs() {
@@ -59,7 +60,7 @@ setup_db() {
   mkdir -p "$DATA_DIR"
   case $kind in
     sqlite) DB_URL="sqlite://$DATA_DIR/gabbro.db" ;;
-    postgres) DB_URL=$(new_pg_db "$name") ;;
+    postgres) new_pg_db "$name" ;;
     *) die "unknown database $kind" ;;
   esac
   # The same key on every restart of this configuration (required for PostgreSQL).

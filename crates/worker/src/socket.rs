@@ -354,7 +354,9 @@ async fn connection_loop(
         }
         let connect = tokio::time::timeout(
             config.connect_timeout,
-            tokio_tungstenite::connect_async(config.url.as_str()),
+            // Nagle off: frames are small and pipelined; with Nagle each one waits
+            // for the peer's delayed ACK (~40 ms on Linux).
+            tokio_tungstenite::connect_async_with_config(config.url.as_str(), None, true),
         );
         let ws = tokio::select! {
             r = connect => r,

@@ -128,7 +128,7 @@ impl Engine {
         ctx.with(move |ctx| -> Result<(), String> {
             let setup = || -> rquickjs::Result<()> {
                 let (module, promise) =
-                    Module::declare(ctx.clone(), loader::GLUE, GLUE_SOURCE)?.eval()?;
+                    loader::declare_cached(&ctx, loader::GLUE, GLUE_SOURCE)?.eval()?;
                 promise.finish::<()>()?;
                 let ns = module.namespace()?;
                 let install: Function = ns.get("install")?;

@@ -79,6 +79,8 @@ pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) 
 
 struct QueueJoined {
     wake: JoinHandle<()>,
+    /// Bumped on each claim (see `wake::coalesce`).
+    claims: tokio::sync::watch::Sender<u64>,
 }
 
 struct Connection {
@@ -175,7 +177,10 @@ impl Connection {
                     if let Some(listed) = j.listed {
                         self.listed = listed.into_iter().collect();
                     }
-                    self.queue = Some(QueueJoined { wake: j.task });
+                    self.queue = Some(QueueJoined {
+                        wake: j.task,
+                        claims: j.claims,
+                    });
                 }
             }
             PHX_LEAVE => {
@@ -196,6 +201,9 @@ impl Connection {
                         .update(self.listed_as, |w| w.name = name);
                 }
                 self.touch_leases();
+                if let Some(q) = &self.queue {
+                    q.claims.send_modify(|n| *n = n.wrapping_add(1));
+                }
                 queue_channel::claim(self.peer.clone(), frame);
             }
             other => {

@@ -52,8 +52,8 @@ pub struct SocketSettings {
     /// Added to a run's timeout for its token's `exp`
     /// (Lightning's `RUN_GRACE_PERIOD_SECONDS`, default 10).
     pub run_grace: Duration,
-    /// At most one `work-available` push per connection per window, after
-    /// the first one which goes out at once.
+    /// After a `work-available` push the worker has not answered with a
+    /// claim, the longest the next one waits.
     pub wake_window: Duration,
     /// How often a connection's liveness refreshes `last_heard_at` of the
     /// runs its worker holds (at most; heartbeats drive it).

@@ -5,6 +5,7 @@ use gabbro_protocol::queue::{QUEUE_TOPIC, WORK_AVAILABLE};
 use gabbro_protocol::{Claim, ClaimReply, ClaimedRun, Frame, QueueJoin, RunClaims};
 use gabbro_store::ClaimRequest;
 use serde_json::json;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::connection::Peer;
@@ -18,6 +19,8 @@ pub(crate) struct Joined {
     /// The join's `active_runs`, when it carried the field (gabbro's
     /// worker; OpenFn's never sends it).
     pub listed: Option<Vec<String>>,
+    /// Bumped on every claim the worker sends: it answers the last push.
+    pub claims: watch::Sender<u64>,
 }
 
 /// Accepts the join and starts this connection's `work-available` pushes.
@@ -37,6 +40,7 @@ pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joi
     };
     let listed = join.active_runs;
     let (peer, rx) = (peer.clone(), peer.ctx.wake.subscribe());
+    let (claims, claims_rx) = watch::channel(0u64);
     let reconcile = listed.clone();
     let task = tokio::spawn(async move {
         if let Some(listed) = reconcile {
@@ -47,7 +51,7 @@ pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joi
         peer.out.ok(&frame, json!({}));
         let (out, join_ref) = (peer.out.clone(), frame.join_ref.clone());
         let window = peer.ctx.settings.wake_window;
-        wake::coalesce(rx, window, move || {
+        wake::coalesce(rx, claims_rx, window, move || {
             out.send(&Frame::push(
                 join_ref.clone(),
                 QUEUE_TOPIC,
@@ -57,7 +61,11 @@ pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joi
         })
         .await
     });
-    Some(Joined { task, listed })
+    Some(Joined {
+        task,
+        listed,
+        claims,
+    })
 }
 
 /// A (re)joining gabbro worker listed the runs it holds: renew their

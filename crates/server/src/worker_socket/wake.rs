@@ -1,9 +1,8 @@
 //! `work-available`: tell idle workers at once that runs are waiting.
 //!
 //! Every enqueue bumps a counter in the [`WakeHub`]; each connection that
-//! joined `worker:queue` watches it and pushes on the leading edge, then at
-//! most once per window (bumps inside a window become one push at its end),
-//! so a burst of webhooks costs one push per worker per window.
+//! joined `worker:queue` watches it and pushes at once, unless its last
+//! push is still unanswered by a claim (see [`coalesce`]).
 
 use std::time::Duration;
 
@@ -42,10 +41,17 @@ impl WakeHub {
     }
 }
 
-/// Calls `push` on the leading edge of each burst of notifications, then at
-/// most once per `window`. Returns when the hub is gone or `push` says stop.
+/// Calls `push` when runs become available, at once unless a push is still
+/// unanswered: after a push, later notifications wait until the worker
+/// sends a claim (a claim that arrives after the push sees every run
+/// enqueued before it, so the next enqueue deserves a new push at once) or
+/// until `window` passes (a worker with no free slot does not claim). So an
+/// idle worker hears of every run at once, and a burst of webhooks costs
+/// one push per claim the worker makes. Returns when the hub is gone or
+/// `push` says stop.
 pub(crate) async fn coalesce(
     mut rx: watch::Receiver<u64>,
+    mut claims: watch::Receiver<u64>,
     window: Duration,
     mut push: impl FnMut() -> bool,
 ) {
@@ -54,10 +60,14 @@ pub(crate) async fn coalesce(
             return;
         }
         rx.mark_unchanged();
+        claims.mark_unchanged();
         if !push() {
             return;
         }
-        tokio::time::sleep(window).await;
+        tokio::select! {
+            r = claims.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(window) => {},
+        }
     }
 }
 

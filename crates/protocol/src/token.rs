@@ -278,8 +278,8 @@ impl RunVerifier {
         let der = public
             .to_pkcs1_der()
             .map_err(|e| TokenError::Key(e.to_string()))?;
-        let ring_key = (rsa::traits::PublicKeyParts::size(&public) >= 256)
-            .then(|| der.as_bytes().to_vec());
+        let ring_key =
+            (rsa::traits::PublicKeyParts::size(&public) >= 256).then(|| der.as_bytes().to_vec());
         Ok(RunVerifier {
             key: DecodingKey::from_rsa_der(der.as_bytes()),
             ring_key,

@@ -73,12 +73,119 @@ impl StoreError {
         }
     }
 
+    /// True when the failure is the database's state rather than the
+    /// request's (a lost connection, a restart, a lock, a full disk, the
+    /// writer shutting down): the same request may succeed later, so a
+    /// worker is told to send it again. Anything else (a secret that does
+    /// not decrypt, stored JSON that does not parse, a constraint) would
+    /// fail the same way forever.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Commit(_) | StoreError::WriterGone => true,
+            StoreError::Db(e) => sqlx_is_transient(e),
+            _ => false,
+        }
+    }
+
     /// True when the database reported a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Db(sqlx::Error::Database(e)) => e.is_unique_violation(),
             _ => false,
         }
+    }
+}
+
+fn sqlx_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL SQLSTATE classes: 08 connection, 40 rollback
+            // (serialization, deadlock), 53 resources, 57 operator
+            // intervention (shutdown, restart), 58 system/I-O.
+            let pg = matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"));
+            // SQLite primary codes (extended codes carry them in the low
+            // byte): BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
+            let sqlite = code
+                .parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 10 | 13 | 14 | 15));
+            pg || sqlite
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_transient_and_bad_data_is_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Db(sqlx::Error::Io(io)).is_transient());
+        assert!(StoreError::Db(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(StoreError::Db(sqlx::Error::PoolClosed).is_transient());
+        assert!(StoreError::Commit("disk I/O error".into()).is_transient());
+        assert!(StoreError::WriterGone.is_transient());
+
+        assert!(!StoreError::Crypto("aead::Error".into()).is_transient());
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        assert!(!StoreError::Json(json).is_transient());
+        assert!(!StoreError::Db(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::not_found("run", "r1").is_transient());
+        assert!(!StoreError::rejected("state", "already in completed state").is_transient());
+    }
+
+    #[tokio::test]
+    async fn constraint_violations_are_not_transient_and_locks_are() {
+        use sqlx::Connection as _;
+        let mut a = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut a)
+            .await
+            .unwrap_err();
+        assert!(!StoreError::Db(dup).is_transient());
+
+        // A second connection writing while the first holds the write lock.
+        let dir = std::env::temp_dir().join(format!("gabbro-transient-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let url = format!("sqlite://{}?mode=rwc", dir.display());
+        let mut w1 = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let mut w2 = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER)")
+            .execute(&mut w1)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut w2)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut w1)
+            .await
+            .unwrap();
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut w2)
+            .await
+            .unwrap_err();
+        assert!(StoreError::Db(busy).is_transient());
+        let _ = std::fs::remove_file(&dir);
     }
 }
 

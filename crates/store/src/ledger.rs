@@ -211,6 +211,188 @@ pub(crate) async fn system_log(
     Ok(())
 }
 
+/// claimed → started.
+async fn mark_started(
+    c: &mut Conn<'_>,
+    run: &LockedRun,
+    run_id: &str,
+    timestamp: Option<i64>,
+    now: i64,
+) -> Result<()> {
+    exec!(
+        c,
+        "UPDATE runs SET state = 'started', started_at = $2 WHERE id = $1",
+        run_id,
+        timestamp.unwrap_or(now)
+    )?;
+    refresh_work_order(c, &run.work_order_id, run_id, RunState::Started, now).await
+}
+
+/// A new step of the run (its job must be in the run's snapshot), linked
+/// after the run's other steps.
+async fn insert_step(
+    c: &mut Conn<'_>,
+    run: &LockedRun,
+    run_id: &str,
+    ev: &StepStart,
+    now: i64,
+) -> Result<()> {
+    let body: Option<String> = scalar!(
+        c,
+        String,
+        "SELECT body FROM workflow_snapshots WHERE id = $1",
+        &run.snapshot_id
+    )?;
+    if !body
+        .as_deref()
+        .is_some_and(|b| snapshot_has_job(b, &ev.job_id))
+    {
+        return Err(StoreError::rejected("job_id", "does not exist"));
+    }
+    let inserted = exec!(
+        c,
+        "INSERT INTO steps (id, job_id, snapshot_id, credential_id, input_dataclip_id, started_at, inserted_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        &ev.step_id,
+        &ev.job_id,
+        &run.snapshot_id,
+        &ev.credential_id,
+        &ev.input_dataclip_id,
+        ev.timestamp.unwrap_or(now),
+        now
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::rejected("step_id", "has already been taken"));
+    }
+    exec!(
+        c,
+        "INSERT INTO run_steps (run_id, step_id, position)
+         VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM run_steps WHERE run_id = $1))",
+        run_id,
+        &ev.step_id
+    )?;
+    Ok(())
+}
+
+/// A step's exit reason, error and output dataclip (stored under the
+/// worker's id; a wiped placeholder when the run does not save dataclips).
+async fn finish_step(
+    c: &mut Conn<'_>,
+    run: &LockedRun,
+    ev: &StepComplete,
+    reason: ExitReason,
+    now: i64,
+) -> Result<()> {
+    let save = RunOptions::from_json(&run.options).save_dataclips;
+    let output_id = match (&ev.output_dataclip_id, &ev.output_dataclip) {
+        (Some(id), Some(body)) => {
+            let (body, wiped_at) = if save {
+                (Some(body), None)
+            } else {
+                (None, Some(now))
+            };
+            exec!(
+                c,
+                "INSERT INTO dataclips (id, project_id, type, body, wiped_at, inserted_at)
+                 VALUES ($1, $2, 'step_result', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                id,
+                &run.project_id,
+                body,
+                wiped_at,
+                now
+            )?;
+            Some(id.clone())
+        }
+        _ => None,
+    };
+    exec!(
+        c,
+        "UPDATE steps SET exit_reason = $2, error_type = $3, error_message = $4,
+                output_dataclip_id = $5, finished_at = $6
+         WHERE id = $1",
+        &ev.step_id,
+        reason.as_str(),
+        &ev.error_type,
+        &ev.error_message,
+        output_id,
+        ev.timestamp.unwrap_or(now)
+    )?;
+    Ok(())
+}
+
+/// Appends log lines under one `seq`; a line's step must be a step of the
+/// run (`known_steps`: steps already checked in this transaction). Returns
+/// the new lines' ids.
+async fn insert_log_lines(
+    c: &mut Conn<'_>,
+    run_id: &str,
+    lines: Vec<NewLogLine>,
+    seq: Option<u64>,
+    now: i64,
+    known_steps: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(lines.len());
+    for line in lines {
+        if let Some(step) = &line.step_id
+            && !known_steps.contains(step)
+        {
+            let n = scalar!(
+                c,
+                i64,
+                "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
+                run_id,
+                step
+            )?
+            .unwrap_or(0);
+            if n == 0 {
+                return Err(StoreError::rejected(
+                    "step_id",
+                    "must be associated with the run",
+                ));
+            }
+            known_steps.push(step.clone());
+        }
+        let id = new_id();
+        let source: String = line.source.chars().take(8).collect();
+        exec!(
+            c,
+            "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &id,
+            run_id,
+            &line.step_id,
+            seq.map(|s| s as i64),
+            &line.level,
+            source,
+            render_message(&line.message),
+            line.timestamp.unwrap_or(now)
+        )?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The run's final state; the work order follows.
+async fn mark_finished(
+    c: &mut Conn<'_>,
+    run: &LockedRun,
+    run_id: &str,
+    target: RunState,
+    error_type: Option<&str>,
+    finished_at: i64,
+    now: i64,
+) -> Result<()> {
+    exec!(
+        c,
+        "UPDATE runs SET state = $2, error_type = $3, finished_at = $4 WHERE id = $1",
+        run_id,
+        target.as_str(),
+        error_type,
+        finished_at
+    )?;
+    refresh_work_order(c, &run.work_order_id, run_id, target, now).await
+}
+
 fn snapshot_has_job(body: &str, job_id: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -310,22 +492,7 @@ impl Store {
                     match check_transition(from, RunState::Started, own || worker_id.is_none())
                         .map_err(|e| StoreError::rejected("state", e.message))?
                     {
-                        Transition::Apply => {
-                            exec!(
-                                c,
-                                "UPDATE runs SET state = 'started', started_at = $2 WHERE id = $1",
-                                &run_id,
-                                timestamp.unwrap_or(now)
-                            )?;
-                            refresh_work_order(
-                                c,
-                                &run.work_order_id,
-                                &run_id,
-                                RunState::Started,
-                                now,
-                            )
-                            .await?;
-                        }
+                        Transition::Apply => mark_started(c, &run, &run_id, timestamp, now).await?,
                         Transition::Noop | Transition::LateTruth => {}
                     }
                     touch(c, &run_id, now, seq).await
@@ -352,61 +519,36 @@ impl Store {
         }
         let (rid, seq) = (run_id, ev.seq);
         let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
-        let out = self.write(move |mut c| {
-            Box::pin(async move {
-                let c = &mut c;
-                let run = lock_run(c, &run_id).await?;
-                let own = check_holder(&run, worker_id.as_deref())?;
-                let now = db_now_us(c).await?;
-                if check_seq(&run, ev.seq)? {
-                    return Ok(ev.step_id);
-                }
-                // Already recorded for this run: a replay.
-                let linked = scalar!(
-                    c,
-                    i64,
-                    "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
-                    &run_id,
-                    &ev.step_id
-                )?
-                .unwrap_or(0);
-                if linked > 0 {
+        let out = self
+            .write(move |mut c| {
+                Box::pin(async move {
+                    let c = &mut c;
+                    let run = lock_run(c, &run_id).await?;
+                    let own = check_holder(&run, worker_id.as_deref())?;
+                    let now = db_now_us(c).await?;
+                    if check_seq(&run, ev.seq)? {
+                        return Ok(ev.step_id);
+                    }
+                    // Already recorded for this run: a replay.
+                    let linked = scalar!(
+                        c,
+                        i64,
+                        "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
+                        &run_id,
+                        &ev.step_id
+                    )?
+                    .unwrap_or(0);
+                    if linked > 0 {
+                        touch(c, &run_id, now, ev.seq).await?;
+                        return Ok(ev.step_id);
+                    }
+                    check_open_for_steps(run.state()?, own || worker_id.is_none())?;
+                    insert_step(c, &run, &run_id, &ev, now).await?;
                     touch(c, &run_id, now, ev.seq).await?;
-                    return Ok(ev.step_id);
-                }
-                check_open_for_steps(run.state()?, own || worker_id.is_none())?;
-                let body: Option<String> =
-                    scalar!(c, String, "SELECT body FROM workflow_snapshots WHERE id = $1", &run.snapshot_id)?;
-                if !body.as_deref().is_some_and(|b| snapshot_has_job(b, &ev.job_id)) {
-                    return Err(StoreError::rejected("job_id", "does not exist"));
-                }
-                let inserted = exec!(
-                    c,
-                    "INSERT INTO steps (id, job_id, snapshot_id, credential_id, input_dataclip_id, started_at, inserted_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-                    &ev.step_id,
-                    &ev.job_id,
-                    &run.snapshot_id,
-                    &ev.credential_id,
-                    &ev.input_dataclip_id,
-                    ev.timestamp.unwrap_or(now),
-                    now
-                )?;
-                if inserted == 0 {
-                    return Err(StoreError::rejected("step_id", "has already been taken"));
-                }
-                exec!(
-                    c,
-                    "INSERT INTO run_steps (run_id, step_id, position)
-                     VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM run_steps WHERE run_id = $1))",
-                    &run_id,
-                    &ev.step_id
-                )?;
-                touch(c, &run_id, now, ev.seq).await?;
-                Ok(ev.step_id)
+                    Ok(ev.step_id)
+                })
             })
-        })
-        .await;
+            .await;
         self.consume_seq_if_rejected(rid, seq, out).await
     }
 
@@ -435,70 +577,43 @@ impl Store {
         }
         let (rid, seq) = (run_id, ev.seq);
         let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
-        let out = self.write(move |mut c| {
-            Box::pin(async move {
-                let c = &mut c;
-                let run = lock_run(c, &run_id).await?;
-                let own = check_holder(&run, worker_id.as_deref())?;
-                let now = db_now_us(c).await?;
-                if check_seq(&run, ev.seq)? {
-                    return Ok(ev.step_id);
-                }
-                #[derive(sqlx::FromRow)]
-                struct StepRow {
-                    finished_at: Option<i64>,
-                    exit_reason: Option<String>,
-                }
-                let step = fetch_optional!(
-                    c,
-                    StepRow,
-                    "SELECT s.finished_at, s.exit_reason FROM steps s
+        let out = self
+            .write(move |mut c| {
+                Box::pin(async move {
+                    let c = &mut c;
+                    let run = lock_run(c, &run_id).await?;
+                    let own = check_holder(&run, worker_id.as_deref())?;
+                    let now = db_now_us(c).await?;
+                    if check_seq(&run, ev.seq)? {
+                        return Ok(ev.step_id);
+                    }
+                    #[derive(sqlx::FromRow)]
+                    struct StepRow {
+                        finished_at: Option<i64>,
+                        exit_reason: Option<String>,
+                    }
+                    let step = fetch_optional!(
+                        c,
+                        StepRow,
+                        "SELECT s.finished_at, s.exit_reason FROM steps s
                      JOIN run_steps rs ON rs.step_id = s.id AND rs.run_id = $1
                      WHERE s.id = $2",
-                    &run_id,
-                    &ev.step_id
-                )?
-                .ok_or_else(|| StoreError::rejected("step_id", "not found"))?;
-                let late_truth = step.exit_reason.as_deref() == Some("lost") && (own || worker_id.is_none());
-                if step.finished_at.is_some() && !late_truth {
-                    touch(c, &run_id, now, ev.seq).await?;
-                    return Ok(ev.step_id);
-                }
-                let save = RunOptions::from_json(&run.options).save_dataclips;
-                let output_id = match (&ev.output_dataclip_id, ev.output_dataclip) {
-                    (Some(id), Some(body)) => {
-                        let (body, wiped_at) = if save { (Some(body), None) } else { (None, Some(now)) };
-                        exec!(
-                            c,
-                            "INSERT INTO dataclips (id, project_id, type, body, wiped_at, inserted_at)
-                             VALUES ($1, $2, 'step_result', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                            id,
-                            &run.project_id,
-                            body,
-                            wiped_at,
-                            now
-                        )?;
-                        Some(id.clone())
+                        &run_id,
+                        &ev.step_id
+                    )?
+                    .ok_or_else(|| StoreError::rejected("step_id", "not found"))?;
+                    let late_truth =
+                        step.exit_reason.as_deref() == Some("lost") && (own || worker_id.is_none());
+                    if step.finished_at.is_some() && !late_truth {
+                        touch(c, &run_id, now, ev.seq).await?;
+                        return Ok(ev.step_id);
                     }
-                    _ => None,
-                };
-                exec!(
-                    c,
-                    "UPDATE steps SET exit_reason = $2, error_type = $3, error_message = $4,
-                            output_dataclip_id = $5, finished_at = $6
-                     WHERE id = $1",
-                    &ev.step_id,
-                    reason.as_str(),
-                    &ev.error_type,
-                    &ev.error_message,
-                    output_id,
-                    ev.timestamp.unwrap_or(now)
-                )?;
-                touch(c, &run_id, now, ev.seq).await?;
-                Ok(ev.step_id)
+                    finish_step(c, &run, &ev, reason, now).await?;
+                    touch(c, &run_id, now, ev.seq).await?;
+                    Ok(ev.step_id)
+                })
             })
-        })
-        .await;
+            .await;
         self.consume_seq_if_rejected(rid, seq, out).await
     }
 
@@ -530,38 +645,7 @@ impl Store {
                     )?;
                     return Ok(ids);
                 }
-                let mut ids = Vec::with_capacity(lines.len());
-                for line in lines {
-                    if let Some(step) = &line.step_id {
-                        let n = scalar!(
-                            c,
-                            i64,
-                            "SELECT count(*) FROM run_steps WHERE run_id = $1 AND step_id = $2",
-                            &run_id,
-                            step
-                        )?
-                        .unwrap_or(0);
-                        if n == 0 {
-                            return Err(StoreError::rejected("step_id", "must be associated with the run"));
-                        }
-                    }
-                    let id = new_id();
-                    let source: String = line.source.chars().take(8).collect();
-                    exec!(
-                        c,
-                        "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        &id,
-                        &run_id,
-                        &line.step_id,
-                        seq.map(|s| s as i64),
-                        &line.level,
-                        source,
-                        render_message(&line.message),
-                        line.timestamp.unwrap_or(now)
-                    )?;
-                    ids.push(id);
-                }
+                let ids = insert_log_lines(c, &run_id, lines, seq, now, &mut Vec::new()).await?;
                 touch(c, &run_id, now, seq).await?;
                 Ok(ids)
             })
@@ -617,15 +701,7 @@ impl Store {
                         system_log(c, &run_id, "info", &msg, now).await?;
                     }
                 }
-                exec!(
-                    c,
-                    "UPDATE runs SET state = $2, error_type = $3, finished_at = $4 WHERE id = $1",
-                    &run_id,
-                    target.as_str(),
-                    &ev.error_type,
-                    finished_at
-                )?;
-                refresh_work_order(c, &run.work_order_id, &run_id, target, now).await?;
+                mark_finished(c, &run, &run_id, target, ev.error_type.as_deref(), finished_at, now).await?;
                 touch(c, &run_id, now, ev.seq).await?;
                 Ok(target)
             })
@@ -660,6 +736,230 @@ impl Store {
                     )?;
                 }
                 Ok(n)
+            })
+        })
+        .await
+    }
+}
+
+/// One worker event, for [`Store::apply_events`].
+#[derive(Debug, Clone)]
+pub enum LedgerEvent {
+    /// `run:start`.
+    RunStart {
+        timestamp: Option<i64>,
+        seq: Option<u64>,
+    },
+    StepStart(StepStart),
+    StepComplete(StepComplete),
+    /// `run:log` (one line) or `run:batch_logs`.
+    Logs {
+        lines: Vec<NewLogLine>,
+        seq: Option<u64>,
+    },
+    RunComplete(RunComplete),
+}
+
+impl LedgerEvent {
+    fn seq(&self) -> Option<u64> {
+        match self {
+            LedgerEvent::RunStart { seq, .. } | LedgerEvent::Logs { seq, .. } => *seq,
+            LedgerEvent::StepStart(e) => e.seq,
+            LedgerEvent::StepComplete(e) => e.seq,
+            LedgerEvent::RunComplete(e) => e.seq,
+        }
+    }
+}
+
+/// What an event did: the result of its per-event method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Started,
+    /// The step's id (`step:start`, `step:complete`).
+    Step(String),
+    /// The new log lines' ids.
+    Logs(Vec<String>),
+    /// The run's state after `run:complete`.
+    Finished(RunState),
+}
+
+/// Why a batch was handed to the per-event path (never reaches a caller).
+fn unusual(what: &str) -> StoreError {
+    StoreError::rejected("batch", what.to_string())
+}
+
+impl Store {
+    /// Applies events a run's channel received together, in order, with
+    /// the same outcome as calling the per-event methods one by one.
+    ///
+    /// The common case — every event new, in sequence and legal — is one
+    /// write: the run is locked once and its lease and `seq` recorded
+    /// once, instead of a lock, a lease update and a group-commit round
+    /// trip per event (a one-step run sends about ten events). Anything
+    /// unusual (a replay, a refusal, a late truth, a step seen before)
+    /// rolls the batch back and the events go one by one through the
+    /// per-event methods, which answer each as they always do.
+    pub async fn apply_events(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        events: Vec<LedgerEvent>,
+    ) -> Vec<Result<Applied>> {
+        if events.len() > 1
+            && worker_id.is_some()
+            && let Ok(applied) = self
+                .apply_fresh_events(run_id, worker_id, events.clone())
+                .await
+        {
+            return applied.into_iter().map(Ok).collect();
+        }
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            out.push(self.apply_event(run_id, worker_id, ev).await);
+        }
+        out
+    }
+
+    /// One event through its per-event method.
+    pub async fn apply_event(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        ev: LedgerEvent,
+    ) -> Result<Applied> {
+        match ev {
+            LedgerEvent::RunStart { timestamp, seq } => self
+                .run_start(run_id, worker_id, timestamp, seq)
+                .await
+                .map(|()| Applied::Started),
+            LedgerEvent::StepStart(e) => self
+                .step_start(run_id, worker_id, e)
+                .await
+                .map(Applied::Step),
+            LedgerEvent::StepComplete(e) => self
+                .step_complete(run_id, worker_id, e)
+                .await
+                .map(Applied::Step),
+            LedgerEvent::Logs { lines, seq } => self
+                .append_logs(run_id, worker_id, lines, seq)
+                .await
+                .map(Applied::Logs),
+            LedgerEvent::RunComplete(e) => self
+                .run_complete(run_id, worker_id, e)
+                .await
+                .map(Applied::Finished),
+        }
+    }
+
+    /// The one-transaction path of [`apply_events`](Self::apply_events):
+    /// fails (and changes nothing) on the first event that is not plainly
+    /// new and legal.
+    async fn apply_fresh_events(
+        &self,
+        run_id: &str,
+        worker_id: Option<&str>,
+        events: Vec<LedgerEvent>,
+    ) -> Result<Vec<Applied>> {
+        let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        self.write(move |mut c| {
+            Box::pin(async move {
+                let c = &mut c;
+                let run = lock_run(c, &run_id).await?;
+                if !check_holder(&run, worker_id.as_deref())? {
+                    return Err(unusual("not the holder"));
+                }
+                let now = db_now_us(c).await?;
+                let mut state = run.state()?;
+                let mut last_seq = run.last_seq.unwrap_or(0).max(0) as u64;
+                let mut seen_seq = None;
+                let mut known_steps: Vec<String> = Vec::new();
+                let mut out = Vec::with_capacity(events.len());
+                for ev in events {
+                    let seq = ev.seq();
+                    if let Some(s) = seq {
+                        if s != last_seq + 1 {
+                            return Err(unusual("not the next seq"));
+                        }
+                        last_seq = s;
+                        seen_seq = Some(s);
+                    }
+                    let applied = match ev {
+                        LedgerEvent::RunStart { timestamp, .. } => {
+                            if check_transition(state, RunState::Started, true)
+                                != Ok(Transition::Apply)
+                            {
+                                return Err(unusual("run:start"));
+                            }
+                            mark_started(c, &run, &run_id, timestamp, now).await?;
+                            state = RunState::Started;
+                            Applied::Started
+                        }
+                        LedgerEvent::StepStart(e) => {
+                            if e.step_id.is_empty() || e.job_id.is_empty() {
+                                return Err(unusual("blank step"));
+                            }
+                            check_open_for_steps(state, true)?;
+                            insert_step(c, &run, &run_id, &e, now).await?;
+                            known_steps.push(e.step_id.clone());
+                            Applied::Step(e.step_id)
+                        }
+                        LedgerEvent::StepComplete(e) => {
+                            let reason: ExitReason =
+                                e.reason.parse().map_err(|_| unusual("reason"))?;
+                            if e.output_dataclip_id.is_some() != e.output_dataclip.is_some() {
+                                return Err(unusual("step:complete"));
+                            }
+                            if !known_steps.contains(&e.step_id) {
+                                let open = scalar!(
+                                    c,
+                                    i64,
+                                    "SELECT count(*) FROM steps s
+                                     JOIN run_steps rs ON rs.step_id = s.id AND rs.run_id = $1
+                                     WHERE s.id = $2 AND s.finished_at IS NULL",
+                                    &run_id,
+                                    &e.step_id
+                                )?
+                                .unwrap_or(0);
+                                if open == 0 {
+                                    return Err(unusual("step:complete of no open step"));
+                                }
+                                known_steps.push(e.step_id.clone());
+                            }
+                            finish_step(c, &run, &e, reason, now).await?;
+                            Applied::Step(e.step_id)
+                        }
+                        LedgerEvent::Logs { lines, seq } => Applied::Logs(
+                            insert_log_lines(c, &run_id, lines, seq, now, &mut known_steps).await?,
+                        ),
+                        LedgerEvent::RunComplete(e) => {
+                            let target = e
+                                .reason
+                                .parse::<ExitReason>()
+                                .map_err(|_| unusual("reason"))?
+                                .run_state();
+                            if check_transition(state, target, true) != Ok(Transition::Apply) {
+                                return Err(unusual("run:complete"));
+                            }
+                            release_slot(c, &run.workflow_id, &run.project_id).await?;
+                            let finished_at = e.timestamp.unwrap_or(now);
+                            mark_finished(
+                                c,
+                                &run,
+                                &run_id,
+                                target,
+                                e.error_type.as_deref(),
+                                finished_at,
+                                now,
+                            )
+                            .await?;
+                            state = target;
+                            Applied::Finished(target)
+                        }
+                    };
+                    out.push(applied);
+                }
+                touch(c, &run_id, now, seen_seq).await?;
+                Ok(out)
             })
         })
         .await

@@ -62,7 +62,7 @@ pub use db::{Backend, Conn, ConnectOptions, Db, PooledConn, Store, WriteOp, migr
 pub use error::{Result, StoreError};
 pub use ingest::{Ingested, WebhookIngest};
 pub use janitor::{JanitorReport, LeaseConfig};
-pub use ledger::{NewLogLine, RunComplete, StepComplete, StepStart};
+pub use ledger::{Applied, LedgerEvent, NewLogLine, RunComplete, StepComplete, StepStart};
 pub use queue::{ClaimRequest, ClaimedRun, RUN_AVAILABLE_CHANNEL};
 pub use reads::{
     CredentialRow, DataclipRow, LogLineRow, Page, ProjectRow, RunDetail, RunRow, StepRow,

@@ -7,6 +7,29 @@ use gabbro_store::StoreError;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_outages_are_answered_retry_later() {
+        let retry = |e: &StoreError| {
+            serde_json::from_value::<ErrorsReply>(store_error(e)).is_ok_and(|r| r.is_retryable())
+        };
+        assert!(retry(&StoreError::Db(sqlx::Error::PoolTimedOut)));
+        assert!(retry(&StoreError::WriterGone));
+        assert!(!retry(&StoreError::Crypto("aead::Error".into())));
+        assert_eq!(
+            store_error(&StoreError::Crypto("aead::Error".into())),
+            json!({"errors": {"internal": ["cannot be applied"]}})
+        );
+        assert_eq!(
+            store_error(&StoreError::NotHolder),
+            json!({"reason": "unauthorized"})
+        );
+    }
+}
+
 /// Frames waiting to be written to one socket.
 #[derive(Clone)]
 pub(crate) struct Outbox {
@@ -64,20 +87,27 @@ pub(crate) fn payload_error(e: &MessageError) -> Value {
     json!({ "reason": e.to_string() })
 }
 
-/// The reply for a store failure: refusals in Lightning's words, anything
-/// else as the transient `{errors:{server:[…retry later]}}` (details go to
-/// our log, not the worker), which gabbro's worker sends again.
-/// An event from a worker that no longer holds the run is a definitive
-/// `unauthorized`, never "retry later".
+/// The reply for a store failure: refusals in Lightning's words; a database
+/// outage (see [`StoreError::is_transient`]) as the transient
+/// `{errors:{server:[…retry later]}}`, which gabbro's worker sends again;
+/// any other failure (a credential that does not decrypt, corrupt stored
+/// data) as a definitive `{errors:{internal:["cannot be applied"]}}`, so the
+/// worker moves on instead of retrying forever. Details go to our log, not
+/// the worker. An event from a worker that no longer holds the run is a
+/// definitive `unauthorized`.
 pub(crate) fn store_error(e: &StoreError) -> Value {
     match e {
         StoreError::Rejected { field, message } => field_error(field, message.clone()),
         StoreError::SeqGap { expected } => ErrorsReply::expected_seq(*expected).to_value(),
         StoreError::NotFound { what, .. } => field_error(what, "not found"),
         StoreError::NotHolder => ReasonReply::new(ReasonReply::UNAUTHORIZED).to_value(),
+        other if other.is_transient() => {
+            tracing::error!(error = %other, "worker event failed; the worker will retry");
+            field_error("server", "internal error, retry later")
+        }
         other => {
             tracing::error!(error = %other, "worker event failed");
-            field_error("server", "internal error, retry later")
+            field_error("internal", "cannot be applied")
         }
     }
 }

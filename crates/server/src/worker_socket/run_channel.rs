@@ -1,11 +1,12 @@
-//! One `run:<id>` channel: the join (run token), then the run's events, one
-//! at a time in arrival order, each answered with Lightning's reply.
+//! One `run:<id>` channel: the join (run token), then the run's events in
+//! arrival order, each answered with Lightning's reply. Ledger events that
+//! arrived together are applied in one transaction when they can be.
 
 use gabbro_protocol::frame::PHX_LEAVE;
 use gabbro_protocol::{
     BinaryReply, Frame, MessageError, ReasonReply, RunEvent, RunJoin, RunLog, run_id_of,
 };
-use gabbro_store::StoreError;
+use gabbro_store::{Applied, LedgerEvent, StoreError};
 use gabbro_store::{
     NewLogLine, RunComplete as LedgerRunComplete, StepComplete as LedgerStepComplete,
     StepStart as LedgerStepStart,
@@ -36,19 +37,56 @@ pub(crate) async fn serve(peer: Peer, join: Frame, mut inbox: mpsc::UnboundedRec
         }
     };
     peer.out.ok(&join, json!({}));
-    while let Some(frame) = inbox.recv().await {
-        if frame.event == PHX_LEAVE {
-            peer.out.ok(&frame, json!({}));
-            peer.out.send(&Frame::push(
-                frame.join_ref.clone(),
-                frame.topic.clone(),
-                gabbro_protocol::frame::PHX_CLOSE,
-                json!({}),
-            ));
+    while let Some(first) = inbox.recv().await {
+        // Everything the worker has already sent (it pipelines a run's
+        // events) is applied together: see `Store::apply_events`.
+        let mut frames = vec![first];
+        while frames.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(f) => frames.push(f),
+                Err(_) => break,
+            }
+        }
+        if !channel.handle_all(frames).await {
             return;
         }
-        channel.handle(&frame).await;
     }
+}
+
+/// Most frames of one channel applied in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// How a ledger event's result becomes Lightning's reply.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// `null` (`run:start`, `run:complete`).
+    Null,
+    /// `{step_id}`.
+    StepId,
+    /// `{log_line_id}` of the line (`run:log`).
+    LogLineId,
+    /// `{}` (`run:batch_logs`).
+    Empty,
+}
+
+impl Answer {
+    fn render(self, applied: Applied) -> Value {
+        match (self, applied) {
+            (Answer::StepId, Applied::Step(id)) => json!({ "step_id": id }),
+            (Answer::LogLineId, Applied::Logs(ids)) => {
+                json!({ "log_line_id": ids.into_iter().next() })
+            }
+            (Answer::Empty, _) => json!({}),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Ledger events waiting to be applied together, with their frames.
+#[derive(Default)]
+struct Pending {
+    frames: Vec<(Frame, Answer)>,
+    events: Vec<LedgerEvent>,
 }
 
 struct RunChannel {
@@ -143,29 +181,85 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
 }
 
 impl RunChannel {
-    async fn handle(&mut self, frame: &Frame) {
-        let out = self.peer.out.clone();
-        let event = match RunEvent::from_parts(&frame.event, &frame.payload) {
-            Ok(e) => e,
-            Err(MessageError::UnknownEvent { event, .. }) => {
-                out.error(
-                    frame,
-                    json!({ "reason": format!("unknown event {event:?}") }),
-                );
-                return;
+    /// Answers `frames` in order; false once the worker left the channel.
+    async fn handle_all(&mut self, frames: Vec<Frame>) -> bool {
+        let mut pending = Pending::default();
+        for frame in frames {
+            if frame.event == PHX_LEAVE {
+                self.flush(std::mem::take(&mut pending)).await;
+                self.peer.out.ok(&frame, json!({}));
+                self.peer.out.send(&Frame::push(
+                    frame.join_ref.clone(),
+                    frame.topic.clone(),
+                    gabbro_protocol::frame::PHX_CLOSE,
+                    json!({}),
+                ));
+                return false;
             }
-            Err(e) => {
-                out.error(frame, payload_error(&e));
-                return;
+            let out = self.peer.out.clone();
+            let event = match RunEvent::from_parts(&frame.event, &frame.payload) {
+                Ok(e) => e,
+                Err(MessageError::UnknownEvent { event, .. }) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    out.error(
+                        &frame,
+                        json!({ "reason": format!("unknown event {event:?}") }),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    out.error(&frame, payload_error(&e));
+                    continue;
+                }
+            };
+            match self.ledger_event(event) {
+                Ok((ev, answer)) => {
+                    pending.frames.push((frame, answer));
+                    pending.events.push(ev);
+                }
+                Err(RunEvent::FetchDataclip(_)) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    self.fetch_dataclip(&frame).await;
+                }
+                Err(other) => {
+                    self.flush(std::mem::take(&mut pending)).await;
+                    match self.fetch(other).await {
+                        Ok(v) => out.ok(&frame, v),
+                        Err(v) => out.error(&frame, v),
+                    };
+                }
             }
-        };
-        if let RunEvent::FetchDataclip(_) = event {
-            return self.fetch_dataclip(frame).await;
         }
-        match self.apply(event).await {
-            Ok(v) => out.ok(frame, v),
-            Err(v) => out.error(frame, v),
-        };
+        self.flush(pending).await;
+        true
+    }
+
+    /// Applies the pending ledger events and answers each.
+    async fn flush(&mut self, pending: Pending) {
+        if pending.events.is_empty() {
+            return;
+        }
+        let ctx = self.peer.ctx.clone();
+        let results = ctx
+            .store
+            .apply_events(
+                &self.run.id,
+                Some(self.peer.worker_id.as_str()),
+                pending.events,
+            )
+            .await;
+        for ((frame, answer), result) in pending.frames.into_iter().zip(results) {
+            match result {
+                Ok(applied) => {
+                    if let Applied::Finished(state) = &applied {
+                        ctx.metrics.run_finished(state.as_str());
+                    }
+                    self.peer.out.ok(&frame, answer.render(applied))
+                }
+                Err(e) => self.peer.out.error(&frame, store_error(&e)),
+            };
+        }
     }
 
     async fn fetch_dataclip(&self, frame: &Frame) {
@@ -193,33 +287,42 @@ impl RunChannel {
         }
     }
 
-    async fn apply(&mut self, event: RunEvent) -> Result<Value, Value> {
+    /// The run's data the worker asks for (`fetch:plan`,
+    /// `fetch:credential`).
+    async fn fetch(&mut self, event: RunEvent) -> Result<Value, Value> {
         let ctx = self.peer.ctx.clone();
-        let store = &ctx.store;
-        let run_id = self.run.id.as_str();
-        let worker = Some(self.peer.worker_id.as_str());
-        let err = |e: StoreError| store_error(&e);
         match event {
             RunEvent::FetchPlan => Ok(json!(plan::render(&self.run, &self.snapshot))),
-            RunEvent::FetchDataclip(_) => Ok(Value::Null),
             RunEvent::FetchCredential(f) => {
                 if f.id.trim().is_empty() {
                     return Err(field_error("id", "can't be blank"));
                 }
-                match run_data::credential(store, &ctx.vault, &self.run.project_id, &f.id).await {
+                match run_data::credential(&ctx.store, &ctx.vault, &self.run.project_id, &f.id)
+                    .await
+                {
                     Ok(Some(body)) => {
                         self.scrubber.add_credential(&body);
                         Ok(body)
                     }
                     Ok(None) => Err(field_error("id", "Credential not found!")),
-                    Err(e) => Err(err(e)),
+                    Err(e) => Err(store_error(&e)),
                 }
             }
-            RunEvent::RunStart(p) => store
-                .run_start(run_id, worker, Some(p.timestamp.as_micros()), p.seq)
-                .await
-                .map(|()| Value::Null)
-                .map_err(err),
+            _ => Ok(Value::Null),
+        }
+    }
+
+    /// A worker event for the run ledger, with the shape of its answer; the
+    /// event itself back when it is not one (fetches).
+    fn ledger_event(&self, event: RunEvent) -> Result<(LedgerEvent, Answer), RunEvent> {
+        Ok(match event {
+            RunEvent::RunStart(p) => (
+                LedgerEvent::RunStart {
+                    timestamp: Some(p.timestamp.as_micros()),
+                    seq: p.seq,
+                },
+                Answer::Null,
+            ),
             RunEvent::StepStart(p) => {
                 let credential_id = p
                     .credential_id
@@ -233,11 +336,7 @@ impl RunChannel {
                     timestamp: Some(p.timestamp.as_micros()),
                     seq: p.seq,
                 };
-                store
-                    .step_start(run_id, worker, ev)
-                    .await
-                    .map(|step_id| json!({ "step_id": step_id }))
-                    .map_err(err)
+                (LedgerEvent::StepStart(ev), Answer::StepId)
             }
             RunEvent::StepComplete(p) => {
                 let ev = LedgerStepComplete {
@@ -251,28 +350,16 @@ impl RunChannel {
                     timestamp: Some(p.timestamp.as_micros()),
                     seq: p.seq,
                 };
-                store
-                    .step_complete(run_id, worker, ev)
-                    .await
-                    .map(|step_id| json!({ "step_id": step_id }))
-                    .map_err(err)
+                (LedgerEvent::StepComplete(ev), Answer::StepId)
             }
             RunEvent::RunLog(p) => {
                 let seq = p.seq;
-                let line = self.log_line(p);
-                let ids = store
-                    .append_logs(run_id, worker, vec![line], seq)
-                    .await
-                    .map_err(err)?;
-                Ok(json!({ "log_line_id": ids.into_iter().next() }))
+                let lines = vec![self.log_line(p)];
+                (LedgerEvent::Logs { lines, seq }, Answer::LogLineId)
             }
             RunEvent::BatchLogs(p) => {
                 let lines = p.logs.into_iter().map(|l| self.log_line(l)).collect();
-                store
-                    .append_logs(run_id, worker, lines, p.seq)
-                    .await
-                    .map(|_| json!({}))
-                    .map_err(err)
+                (LedgerEvent::Logs { lines, seq: p.seq }, Answer::Empty)
             }
             RunEvent::RunComplete(p) => {
                 let ev = LedgerRunComplete {
@@ -282,11 +369,10 @@ impl RunChannel {
                     timestamp: p.timestamp.map(|t| t.as_micros()),
                     seq: p.seq,
                 };
-                let state = store.run_complete(run_id, worker, ev).await.map_err(err)?;
-                ctx.metrics.run_finished(state.as_str());
-                Ok(Value::Null)
+                (LedgerEvent::RunComplete(ev), Answer::Null)
             }
-        }
+            other => return Err(other),
+        })
     }
 
     /// A worker's log line, rendered and scrubbed of the run's secrets

@@ -1,0 +1,253 @@
+//! `Store::apply_events`: events a run channel received together give the
+//! same outcome as the per-event methods one by one, on both databases —
+//! in one transaction when every event is new and legal, one by one when
+//! one is a replay or a refusal.
+
+use gabbro_model::{QueuePreference, RunState};
+use gabbro_store::testing::{SeedOptions, Seeded, TestDb, seed_workflow};
+use gabbro_store::{
+    Applied, Backend, ClaimRequest, LedgerEvent, NewLogLine, RunComplete, StepComplete, StepStart,
+    Store, StoreError, WebhookIngest, scalar,
+};
+
+async fn claimed_run(s: &Store, seed: &Seeded) -> String {
+    let got = s
+        .ingest_webhook(WebhookIngest {
+            trigger_id: seed.trigger_id.clone(),
+            body: r#"{"x":1}"#.into(),
+            request: "{}".into(),
+            idempotency_key: None,
+            options: None,
+            queue: None,
+        })
+        .await
+        .unwrap();
+    let claimed = s
+        .claim(ClaimRequest {
+            demand: 1,
+            queues: QueuePreference::default(),
+            worker_name: None,
+            worker_id: "w1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, got.run_id);
+    got.run_id
+}
+
+fn log(msg: &str, step: Option<&str>, seq: u64) -> LedgerEvent {
+    LedgerEvent::Logs {
+        lines: vec![NewLogLine {
+            message: serde_json::json!([msg]),
+            level: "info".into(),
+            source: "JOB".into(),
+            timestamp: None,
+            step_id: step.map(str::to_string),
+        }],
+        seq: Some(seq),
+    }
+}
+
+/// A one-step run as gabbro's worker sends it; `step` names the step and
+/// its output dataclip; `job` is the step's job.
+fn whole_run(step: &str, job: &str) -> Vec<LedgerEvent> {
+    vec![
+        LedgerEvent::RunStart {
+            timestamp: Some(1_700_000_000_000_000),
+            seq: Some(1),
+        },
+        log("Memory limit: 500mb", None, 2),
+        LedgerEvent::StepStart(StepStart {
+            step_id: step.into(),
+            job_id: job.into(),
+            seq: Some(3),
+            ..Default::default()
+        }),
+        log("hello", Some(step), 4),
+        LedgerEvent::StepComplete(StepComplete {
+            step_id: step.into(),
+            reason: "success".into(),
+            output_dataclip_id: Some(format!("{step}-out")),
+            output_dataclip: Some(r#"{"data":{}}"#.into()),
+            seq: Some(5),
+            ..Default::default()
+        }),
+        LedgerEvent::RunComplete(RunComplete {
+            reason: "success".into(),
+            seq: Some(6),
+            ..Default::default()
+        }),
+    ]
+}
+
+async fn count(s: &Store, sql: &'static str, id: &str) -> i64 {
+    let mut c = s.read().await.unwrap();
+    scalar!(c, i64, sql, id).unwrap().unwrap_or(-1)
+}
+
+/// What a run's events left behind: (state, last_seq, steps, finished
+/// steps, log lines).
+async fn footprint(s: &Store, run: &str) -> (String, i64, i64, i64, i64) {
+    let mut c = s.read().await.unwrap();
+    let state: String = scalar!(c, String, "SELECT state FROM runs WHERE id = $1", run)
+        .unwrap()
+        .unwrap();
+    drop(c);
+    (
+        state,
+        count(
+            s,
+            "SELECT COALESCE(last_seq, 0) FROM runs WHERE id = $1",
+            run,
+        )
+        .await,
+        count(s, "SELECT count(*) FROM run_steps WHERE run_id = $1", run).await,
+        count(
+            s,
+            "SELECT count(*) FROM steps s JOIN run_steps rs ON rs.step_id = s.id
+             WHERE rs.run_id = $1 AND s.finished_at IS NOT NULL",
+            run,
+        )
+        .await,
+        count(s, "SELECT count(*) FROM log_lines WHERE run_id = $1", run).await,
+    )
+}
+
+/// Ok/Err pattern of results, with the error's words.
+fn outcomes(r: &[Result<Applied, StoreError>]) -> Vec<String> {
+    r.iter()
+        .map(|r| match r {
+            Ok(Applied::Logs(ids)) => format!("logs {}", ids.len()),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error {e}"),
+        })
+        .collect()
+}
+
+async fn batch_matches_one_by_one(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let job = seed.job_ids[0].clone();
+    let w = Some("w1");
+
+    // A whole run in one batch.
+    let batched = claimed_run(s, &seed).await;
+    let got = s.apply_events(&batched, w, whole_run("b-step", &job)).await;
+    assert_eq!(
+        outcomes(&got),
+        [
+            "Started",
+            "logs 1",
+            "Step(\"b-step\")",
+            "logs 1",
+            "Step(\"b-step\")",
+            "Finished(Success)"
+        ]
+    );
+    assert_eq!(footprint(s, &batched).await, ("success".into(), 6, 1, 1, 2));
+
+    // The same run, event by event: the same answers and the same rows.
+    let single = claimed_run(s, &seed).await;
+    let mut one_by_one = Vec::new();
+    for ev in whole_run("s-step", &job) {
+        one_by_one.push(s.apply_event(&single, w, ev).await);
+    }
+    assert_eq!(
+        outcomes(&one_by_one),
+        outcomes(&got)
+            .iter()
+            .map(|o| o.replace("b-step", "s-step"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(footprint(s, &single).await, footprint(s, &batched).await);
+
+    // The whole batch again (a journal replay): answered as before, with
+    // the same log line ids, and nothing added.
+    let again = s.apply_events(&batched, w, whole_run("b-step", &job)).await;
+    assert_eq!(outcomes(&again), outcomes(&got));
+    for (first, replay) in got.iter().zip(&again) {
+        if let (Ok(Applied::Logs(a)), Ok(Applied::Logs(b))) = (first, replay) {
+            assert_eq!(a, b, "a replayed log event answers with the stored ids");
+        }
+    }
+    assert_eq!(footprint(s, &batched).await, ("success".into(), 6, 1, 1, 2));
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_batch_matches_one_by_one() {
+    batch_matches_one_by_one(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_batch_matches_one_by_one() {
+    batch_matches_one_by_one(Backend::Postgres).await;
+}
+
+/// A refused event inside a batch: the events before and after it are
+/// applied, it alone is refused (and uses up its seq), exactly as one by one.
+async fn refusal_inside_a_batch(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let job = seed.job_ids[0].clone();
+    let w = Some("w1");
+    let mut events = whole_run("r-step", &job);
+    events[2] = LedgerEvent::StepStart(StepStart {
+        step_id: "r-step".into(),
+        job_id: "not-in-snapshot".into(),
+        seq: Some(3),
+        ..Default::default()
+    });
+    // Without its step the log line and step:complete are refused too.
+    let run = claimed_run(s, &seed).await;
+    let got = s.apply_events(&run, w, events.clone()).await;
+
+    let other = claimed_run(s, &seed).await;
+    let mut one_by_one = Vec::new();
+    for ev in events {
+        one_by_one.push(s.apply_event(&other, w, ev).await);
+    }
+    assert_eq!(outcomes(&got), outcomes(&one_by_one));
+    assert_eq!(
+        outcomes(&got),
+        [
+            "Started",
+            "logs 1",
+            "error job_id: does not exist",
+            "error step_id: must be associated with the run",
+            "error step_id: not found",
+            "Finished(Success)"
+        ]
+    );
+    assert_eq!(footprint(s, &run).await, ("success".into(), 6, 0, 0, 1));
+    assert_eq!(footprint(s, &run).await, footprint(s, &other).await);
+
+    // A batch that starts past the run's seq is a gap for every event.
+    let third = claimed_run(s, &seed).await;
+    let gap = s
+        .apply_events(&third, w, whole_run("g-step", &job)[1..].to_vec())
+        .await;
+    assert!(
+        gap.iter()
+            .all(|r| matches!(r, Err(StoreError::SeqGap { expected: 1 }))),
+        "{:?}",
+        outcomes(&gap)
+    );
+    assert_eq!(
+        footprint(s, &third).await,
+        (RunState::Claimed.as_str().into(), 0, 0, 0, 0)
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_refusal_inside_a_batch() {
+    refusal_inside_a_batch(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_refusal_inside_a_batch() {
+    refusal_inside_a_batch(Backend::Postgres).await;
+}

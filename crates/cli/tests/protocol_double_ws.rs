@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use gabbro_protocol::{Frame, RunClaims, WorkerToken};
+use gabbro_server::worker_socket::SocketSettings;
 use gabbro_store::Backend;
 use protocol_double_support::*;
 use serde_json::{Value, json};
@@ -887,6 +888,61 @@ async fn wake_coalesces(backend: Backend) {
     );
     c.close().await;
     o.stop().await;
+}
+
+/// A push stays unanswered until the worker claims: later enqueues wait
+/// (here for a 10 s window), and a claim lets the next push out at once.
+async fn wake_answered_by_claim(backend: Backend) {
+    let mut settings = SocketSettings::new(SECRET);
+    settings.wake_window = Duration::from_secs(10);
+    let o = Orchestrator::start_with(backend, settings).await;
+    let mut c = o.connect().await;
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "1",
+            "worker:queue",
+            "phx_join",
+            json!({"capacity": 1, "queues": {"*": 1}}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    o.enqueue(json!({"n": 1})).await;
+    wait_push(&mut c).await;
+    // Unanswered: a second enqueue is not pushed (not within 1 s of a 10 s window).
+    o.enqueue(json!({"n": 2})).await;
+    let quiet = tokio::time::timeout(Duration::from_secs(1), wait_push(&mut c)).await;
+    assert!(quiet.is_err(), "pushed again before the worker claimed");
+    // The claim answers it: the pending enqueue is pushed at once.
+    let t0 = Instant::now();
+    let (s, _) = c
+        .call(&frame(
+            Some("1"),
+            "2",
+            "worker:queue",
+            "claim",
+            json!({"demand": 1, "queues": ["*"]}),
+        ))
+        .await;
+    assert_eq!(s, "ok");
+    wait_push(&mut c).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "push after the claim took {:?} (window 10 s)",
+        t0.elapsed()
+    );
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_available_waits_for_a_claim_on_sqlite() {
+    wake_answered_by_claim(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_available_waits_for_a_claim_on_postgres() {
+    wake_answered_by_claim(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

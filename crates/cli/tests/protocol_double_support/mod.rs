@@ -56,14 +56,19 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub async fn start(backend: Backend) -> Orchestrator {
+        Orchestrator::start_with(backend, SocketSettings::new(SECRET)).await
+    }
+
+    /// With the worker socket's settings given (secret: [`SECRET`]).
+    pub async fn start_with(backend: Backend, settings: SocketSettings) -> Orchestrator {
         let db = TestDb::new(backend).await.expect("test database");
         let store = db.store.clone();
         let key = Vault::generate_key();
         let vault = Vault::new(&key).expect("vault");
         let credential_body = json!({"user": "user", "password": "pa55word-very-secret"});
         let seeded = seed(&store, &vault, &credential_body).await;
-        let socket = WorkerSocket::new(store.clone(), vault, signer(), SocketSettings::new(SECRET))
-            .expect("worker socket");
+        let socket =
+            WorkerSocket::new(store.clone(), vault, signer(), settings).expect("worker socket");
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -121,6 +121,9 @@ fn sqlx_is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +191,3 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
     }
 }
-
-/// Result of a store operation.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;

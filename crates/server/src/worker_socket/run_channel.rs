@@ -82,6 +82,14 @@ impl Answer {
     }
 }
 
+/// Where a run event goes.
+enum Routed {
+    /// To the run ledger, answered in this shape.
+    Ledger(LedgerEvent, Answer),
+    /// Answered by the channel itself (fetches).
+    Other(RunEvent),
+}
+
 /// Ledger events waiting to be applied together, with their frames.
 #[derive(Default)]
 struct Pending {
@@ -213,16 +221,16 @@ impl RunChannel {
                     continue;
                 }
             };
-            match self.ledger_event(event) {
-                Ok((ev, answer)) => {
+            match self.route(event) {
+                Routed::Ledger(ev, answer) => {
                     pending.frames.push((frame, answer));
                     pending.events.push(ev);
                 }
-                Err(RunEvent::FetchDataclip(_)) => {
+                Routed::Other(RunEvent::FetchDataclip(_)) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     self.fetch_dataclip(&frame).await;
                 }
-                Err(other) => {
+                Routed::Other(other) => {
                     self.flush(std::mem::take(&mut pending)).await;
                     match self.fetch(other).await {
                         Ok(v) => out.ok(&frame, v),
@@ -314,8 +322,8 @@ impl RunChannel {
 
     /// A worker event for the run ledger, with the shape of its answer; the
     /// event itself back when it is not one (fetches).
-    fn ledger_event(&self, event: RunEvent) -> Result<(LedgerEvent, Answer), RunEvent> {
-        Ok(match event {
+    fn route(&self, event: RunEvent) -> Routed {
+        let (ev, answer) = match event {
             RunEvent::RunStart(p) => (
                 LedgerEvent::RunStart {
                     timestamp: Some(p.timestamp.as_micros()),
@@ -371,8 +379,9 @@ impl RunChannel {
                 };
                 (LedgerEvent::RunComplete(ev), Answer::Null)
             }
-            other => return Err(other),
-        })
+            other => return Routed::Other(other),
+        };
+        Routed::Ledger(ev, answer)
     }
 
     /// A worker's log line, rendered and scrubbed of the run's secrets

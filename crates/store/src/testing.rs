@@ -191,3 +191,33 @@ pub async fn seed_workflow(store: &Store, opts: SeedOptions) -> Result<Seeded> {
         .await?;
     Ok(out)
 }
+
+/// One webhook request on the seeded trigger, claimed by `worker_id`;
+/// returns the run's id.
+pub async fn claimed_run(store: &Store, seed: &Seeded, worker_id: &str) -> Result<String> {
+    let got = store
+        .ingest_webhook(crate::WebhookIngest {
+            trigger_id: seed.trigger_id.clone(),
+            body: r#"{"x":1}"#.into(),
+            request: "{}".into(),
+            idempotency_key: None,
+            options: None,
+            queue: None,
+        })
+        .await?;
+    let claimed = store
+        .claim(crate::ClaimRequest {
+            demand: 1,
+            queues: gabbro_model::QueuePreference::default(),
+            worker_name: None,
+            worker_id: worker_id.into(),
+        })
+        .await?;
+    match claimed.first() {
+        Some(run) if run.id == got.run_id => Ok(got.run_id),
+        _ => Err(crate::StoreError::rejected(
+            "run",
+            "the seeded run was not the one claimed",
+        )),
+    }
+}

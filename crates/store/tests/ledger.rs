@@ -1,36 +1,14 @@
 //! The run ledger on both databases: the happy path, idempotent replays,
 //! gabbro's `seq` ordering, Lightning's refusals, holders, late truth.
 
-use gabbro_model::{QueuePreference, RunState};
-use gabbro_store::testing::{SeedOptions, Seeded, TestDb, seed_workflow};
+use gabbro_model::RunState;
+use gabbro_store::testing::{SeedOptions, Seeded, TestDb, claimed_run, seed_workflow};
 use gabbro_store::{
-    Backend, ClaimRequest, NewLogLine, RunComplete, StepComplete, StepStart, Store, StoreError,
-    WebhookIngest, exec, scalar,
+    Backend, NewLogLine, RunComplete, StepComplete, StepStart, Store, StoreError, exec, scalar,
 };
 
 async fn one_claimed_run(s: &Store, seed: &Seeded, worker: &str) -> String {
-    let got = s
-        .ingest_webhook(WebhookIngest {
-            trigger_id: seed.trigger_id.clone(),
-            body: r#"{"x":1}"#.into(),
-            request: "{}".into(),
-            idempotency_key: None,
-            options: None,
-            queue: None,
-        })
-        .await
-        .unwrap();
-    let claimed = s
-        .claim(ClaimRequest {
-            demand: 1,
-            queues: QueuePreference::default(),
-            worker_name: None,
-            worker_id: worker.into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed[0].id, got.run_id);
-    got.run_id
+    claimed_run(s, seed, worker).await.expect("a claimed run")
 }
 
 async fn text(s: &Store, sql: &'static str, id: &str) -> Option<String> {

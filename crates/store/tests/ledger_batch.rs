@@ -3,37 +3,12 @@
 //! in one transaction when every event is new and legal, one by one when
 //! one is a replay or a refusal.
 
-use gabbro_model::{QueuePreference, RunState};
-use gabbro_store::testing::{SeedOptions, Seeded, TestDb, seed_workflow};
+use gabbro_model::RunState;
+use gabbro_store::testing::{SeedOptions, TestDb, claimed_run, seed_workflow};
 use gabbro_store::{
-    Applied, Backend, ClaimRequest, LedgerEvent, NewLogLine, RunComplete, StepComplete, StepStart,
-    Store, StoreError, WebhookIngest, scalar,
+    Applied, Backend, LedgerEvent, NewLogLine, RunComplete, StepComplete, StepStart, Store,
+    StoreError, scalar,
 };
-
-async fn claimed_run(s: &Store, seed: &Seeded) -> String {
-    let got = s
-        .ingest_webhook(WebhookIngest {
-            trigger_id: seed.trigger_id.clone(),
-            body: r#"{"x":1}"#.into(),
-            request: "{}".into(),
-            idempotency_key: None,
-            options: None,
-            queue: None,
-        })
-        .await
-        .unwrap();
-    let claimed = s
-        .claim(ClaimRequest {
-            demand: 1,
-            queues: QueuePreference::default(),
-            worker_name: None,
-            worker_id: "w1".into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(claimed[0].id, got.run_id);
-    got.run_id
-}
 
 fn log(msg: &str, step: Option<&str>, seq: u64) -> LedgerEvent {
     LedgerEvent::Logs {
@@ -132,7 +107,7 @@ async fn batch_matches_one_by_one(backend: Backend) {
     let w = Some("w1");
 
     // A whole run in one batch.
-    let batched = claimed_run(s, &seed).await;
+    let batched = claimed_run(s, &seed, "w1").await.unwrap();
     let got = s.apply_events(&batched, w, whole_run("b-step", &job)).await;
     assert_eq!(
         outcomes(&got),
@@ -148,7 +123,7 @@ async fn batch_matches_one_by_one(backend: Backend) {
     assert_eq!(footprint(s, &batched).await, ("success".into(), 6, 1, 1, 2));
 
     // The same run, event by event: the same answers and the same rows.
-    let single = claimed_run(s, &seed).await;
+    let single = claimed_run(s, &seed, "w1").await.unwrap();
     let mut one_by_one = Vec::new();
     for ev in whole_run("s-step", &job) {
         one_by_one.push(s.apply_event(&single, w, ev).await);
@@ -201,10 +176,10 @@ async fn refusal_inside_a_batch(backend: Backend) {
         ..Default::default()
     });
     // Without its step the log line and step:complete are refused too.
-    let run = claimed_run(s, &seed).await;
+    let run = claimed_run(s, &seed, "w1").await.unwrap();
     let got = s.apply_events(&run, w, events.clone()).await;
 
-    let other = claimed_run(s, &seed).await;
+    let other = claimed_run(s, &seed, "w1").await.unwrap();
     let mut one_by_one = Vec::new();
     for ev in events {
         one_by_one.push(s.apply_event(&other, w, ev).await);
@@ -225,7 +200,7 @@ async fn refusal_inside_a_batch(backend: Backend) {
     assert_eq!(footprint(s, &run).await, footprint(s, &other).await);
 
     // A batch that starts past the run's seq is a gap for every event.
-    let third = claimed_run(s, &seed).await;
+    let third = claimed_run(s, &seed, "w1").await.unwrap();
     let gap = s
         .apply_events(&third, w, whole_run("g-step", &job)[1..].to_vec())
         .await;

@@ -72,7 +72,7 @@ pub async fn index_batch(pool: &AnyPool) -> UiResult<usize> {
     };
     let last_ts: i64 = last.try_get("inserted_at")?;
     let last_id: String = last.try_get("id")?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::queries::write_tx(pool).await?;
     for r in &rows {
         let wo_id: String = r.try_get("id")?;
         let at: i64 = r.try_get("inserted_at")?;

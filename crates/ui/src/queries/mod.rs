@@ -13,6 +13,21 @@ use crate::time::now_us;
 
 pub mod runs;
 
+/// Begins a transaction that writes. On SQLite it takes the write lock at
+/// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+/// writes fails at once with "database is locked" when the store's writer
+/// committed in between (WAL cannot upgrade a stale read snapshot, and the
+/// busy timeout does not apply to that), which made the UI's bulk rerun
+/// flaky while runs were finishing.
+pub async fn write_tx(pool: &AnyPool) -> UiResult<Transaction<'static, Any>> {
+    let tx = if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        pool.begin().await?
+    };
+    Ok(tx)
+}
+
 /// Characters of a dataclip shown in a page; past this, a download link.
 pub const DATACLIP_PREVIEW_CHARS: i64 = 65_536;
 /// Work orders per history page.
@@ -335,7 +350,7 @@ pub async fn save_job(
     adaptor: &str,
     credential_id: Option<&str>,
 ) -> UiResult<String> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     sqlx::query("UPDATE jobs SET body = $1, adaptor = $2, credential_id = $3, updated_at = $4 WHERE id = $5")
         .bind(body)
         .bind(adaptor)
@@ -357,7 +372,7 @@ pub async fn set_trigger_enabled(
     trigger_id: &str,
     enabled: bool,
 ) -> UiResult<String> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write_tx(pool).await?;
     let workflow_id: String = sqlx::query_scalar(
         "SELECT t.workflow_id FROM triggers t JOIN workflows w ON w.id = t.workflow_id WHERE t.id = $1 AND w.project_id = $2",
     )

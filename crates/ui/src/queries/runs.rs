@@ -613,7 +613,7 @@ pub async fn retry_from_step(
     step_id: &str,
     user_id: &str,
 ) -> UiResult<String> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::queries::write_tx(pool).await?;
     let run = sqlx::query(
         "SELECT work_order_id, workflow_id, options FROM runs WHERE id = $1 AND project_id = $2",
     )
@@ -703,7 +703,7 @@ pub async fn rerun_work_orders(
     user_id: &str,
 ) -> UiResult<Vec<String>> {
     let mut created = Vec::new();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::queries::write_tx(pool).await?;
     for wo_id in ids {
         let first = sqlx::query(
             "SELECT r.workflow_id, r.starting_job_id, r.starting_trigger_id, r.dataclip_id, r.options FROM runs r \

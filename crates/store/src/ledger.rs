@@ -14,6 +14,8 @@
 //!   leaving claimed|started frees the run's concurrency slot.
 //! * Every worker event refreshes the run's lease (`last_heard_at`).
 
+use std::sync::Arc;
+
 use gabbro_model::{
     ExitReason, RunOptions, RunState, Transition, check_transition, work_order_state,
 };
@@ -326,7 +328,7 @@ async fn finish_step(
 async fn insert_log_lines(
     c: &mut Conn<'_>,
     run_id: &str,
-    lines: Vec<NewLogLine>,
+    lines: &[NewLogLine],
     seq: Option<u64>,
     now: i64,
     known_steps: &mut Vec<String>,
@@ -645,7 +647,7 @@ impl Store {
                     )?;
                     return Ok(ids);
                 }
-                let ids = insert_log_lines(c, &run_id, lines, seq, now, &mut Vec::new()).await?;
+                let ids = insert_log_lines(c, &run_id, &lines, seq, now, &mut Vec::new()).await?;
                 touch(c, &run_id, now, seq).await?;
                 Ok(ids)
             })
@@ -805,14 +807,20 @@ impl Store {
         worker_id: Option<&str>,
         events: Vec<LedgerEvent>,
     ) -> Vec<Result<Applied>> {
-        if events.len() > 1
-            && worker_id.is_some()
-            && let Ok(applied) = self
-                .apply_fresh_events(run_id, worker_id, events.clone())
+        let events = if events.len() > 1 && worker_id.is_some() {
+            // Shared with the transaction rather than cloned: output
+            // dataclips can be megabytes, and the fallback is rare.
+            let shared = Arc::new(events);
+            if let Ok(applied) = self
+                .apply_fresh_events(run_id, worker_id, shared.clone())
                 .await
-        {
-            return applied.into_iter().map(Ok).collect();
-        }
+            {
+                return applied.into_iter().map(Ok).collect();
+            }
+            Arc::try_unwrap(shared).unwrap_or_else(|still_shared| (*still_shared).clone())
+        } else {
+            events
+        };
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
             out.push(self.apply_event(run_id, worker_id, ev).await);
@@ -858,7 +866,7 @@ impl Store {
         &self,
         run_id: &str,
         worker_id: Option<&str>,
-        events: Vec<LedgerEvent>,
+        events: Arc<Vec<LedgerEvent>>,
     ) -> Result<Vec<Applied>> {
         let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
         self.write(move |mut c| {
@@ -868,101 +876,122 @@ impl Store {
                 if !check_holder(&run, worker_id.as_deref())? {
                     return Err(unusual("not the holder"));
                 }
-                let now = db_now_us(c).await?;
-                let mut state = run.state()?;
-                let mut last_seq = run.last_seq.unwrap_or(0).max(0) as u64;
-                let mut seen_seq = None;
-                let mut known_steps: Vec<String> = Vec::new();
+                let mut batch = FreshBatch {
+                    now: db_now_us(c).await?,
+                    state: run.state()?,
+                    last_seq: run.last_seq.unwrap_or(0).max(0) as u64,
+                    seen_seq: None,
+                    known_steps: Vec::new(),
+                    run_id,
+                    run,
+                };
                 let mut out = Vec::with_capacity(events.len());
-                for ev in events {
-                    let seq = ev.seq();
-                    if let Some(s) = seq {
-                        if s != last_seq + 1 {
-                            return Err(unusual("not the next seq"));
-                        }
-                        last_seq = s;
-                        seen_seq = Some(s);
-                    }
-                    let applied = match ev {
-                        LedgerEvent::RunStart { timestamp, .. } => {
-                            if check_transition(state, RunState::Started, true)
-                                != Ok(Transition::Apply)
-                            {
-                                return Err(unusual("run:start"));
-                            }
-                            mark_started(c, &run, &run_id, timestamp, now).await?;
-                            state = RunState::Started;
-                            Applied::Started
-                        }
-                        LedgerEvent::StepStart(e) => {
-                            if e.step_id.is_empty() || e.job_id.is_empty() {
-                                return Err(unusual("blank step"));
-                            }
-                            check_open_for_steps(state, true)?;
-                            insert_step(c, &run, &run_id, &e, now).await?;
-                            known_steps.push(e.step_id.clone());
-                            Applied::Step(e.step_id)
-                        }
-                        LedgerEvent::StepComplete(e) => {
-                            let reason: ExitReason =
-                                e.reason.parse().map_err(|_| unusual("reason"))?;
-                            if e.output_dataclip_id.is_some() != e.output_dataclip.is_some() {
-                                return Err(unusual("step:complete"));
-                            }
-                            if !known_steps.contains(&e.step_id) {
-                                let open = scalar!(
-                                    c,
-                                    i64,
-                                    "SELECT count(*) FROM steps s
-                                     JOIN run_steps rs ON rs.step_id = s.id AND rs.run_id = $1
-                                     WHERE s.id = $2 AND s.finished_at IS NULL",
-                                    &run_id,
-                                    &e.step_id
-                                )?
-                                .unwrap_or(0);
-                                if open == 0 {
-                                    return Err(unusual("step:complete of no open step"));
-                                }
-                                known_steps.push(e.step_id.clone());
-                            }
-                            finish_step(c, &run, &e, reason, now).await?;
-                            Applied::Step(e.step_id)
-                        }
-                        LedgerEvent::Logs { lines, seq } => Applied::Logs(
-                            insert_log_lines(c, &run_id, lines, seq, now, &mut known_steps).await?,
-                        ),
-                        LedgerEvent::RunComplete(e) => {
-                            let target = e
-                                .reason
-                                .parse::<ExitReason>()
-                                .map_err(|_| unusual("reason"))?
-                                .run_state();
-                            if check_transition(state, target, true) != Ok(Transition::Apply) {
-                                return Err(unusual("run:complete"));
-                            }
-                            release_slot(c, &run.workflow_id, &run.project_id).await?;
-                            let finished_at = e.timestamp.unwrap_or(now);
-                            mark_finished(
-                                c,
-                                &run,
-                                &run_id,
-                                target,
-                                e.error_type.as_deref(),
-                                finished_at,
-                                now,
-                            )
-                            .await?;
-                            state = target;
-                            Applied::Finished(target)
-                        }
-                    };
-                    out.push(applied);
+                for ev in events.iter() {
+                    out.push(batch.apply(c, ev).await?);
                 }
-                touch(c, &run_id, now, seen_seq).await?;
+                touch(c, &batch.run_id, batch.now, batch.seen_seq).await?;
                 Ok(out)
             })
         })
         .await
+    }
+}
+
+/// The run as the one-transaction path sees it while applying a batch.
+struct FreshBatch {
+    run: LockedRun,
+    run_id: String,
+    now: i64,
+    /// The run's state after the events applied so far.
+    state: RunState,
+    last_seq: u64,
+    /// The last `seq` applied, for the lease update at the end.
+    seen_seq: Option<u64>,
+    /// Steps of the run checked or created in this transaction.
+    known_steps: Vec<String>,
+}
+
+impl FreshBatch {
+    /// Applies `ev` if it is plainly new and legal; fails otherwise.
+    async fn apply(&mut self, c: &mut Conn<'_>, ev: &LedgerEvent) -> Result<Applied> {
+        if let Some(s) = ev.seq() {
+            if s != self.last_seq + 1 {
+                return Err(unusual("not the next seq"));
+            }
+            self.last_seq = s;
+            self.seen_seq = Some(s);
+        }
+        let (run, run_id, now) = (&self.run, self.run_id.as_str(), self.now);
+        Ok(match ev {
+            LedgerEvent::RunStart { timestamp, .. } => {
+                if check_transition(self.state, RunState::Started, true) != Ok(Transition::Apply) {
+                    return Err(unusual("run:start"));
+                }
+                mark_started(c, run, run_id, *timestamp, now).await?;
+                self.state = RunState::Started;
+                Applied::Started
+            }
+            LedgerEvent::StepStart(e) => {
+                if e.step_id.is_empty() || e.job_id.is_empty() {
+                    return Err(unusual("blank step"));
+                }
+                check_open_for_steps(self.state, true)?;
+                insert_step(c, run, run_id, e, now).await?;
+                self.known_steps.push(e.step_id.clone());
+                Applied::Step(e.step_id.clone())
+            }
+            LedgerEvent::StepComplete(e) => {
+                let reason: ExitReason = e.reason.parse().map_err(|_| unusual("reason"))?;
+                if e.output_dataclip_id.is_some() != e.output_dataclip.is_some() {
+                    return Err(unusual("step:complete"));
+                }
+                if !self.known_steps.contains(&e.step_id) {
+                    let open = scalar!(
+                        c,
+                        i64,
+                        "SELECT count(*) FROM steps s
+                         JOIN run_steps rs ON rs.step_id = s.id AND rs.run_id = $1
+                         WHERE s.id = $2 AND s.finished_at IS NULL",
+                        run_id,
+                        &e.step_id
+                    )?
+                    .unwrap_or(0);
+                    if open == 0 {
+                        return Err(unusual("step:complete of no open step"));
+                    }
+                    self.known_steps.push(e.step_id.clone());
+                }
+                finish_step(c, run, e, reason, now).await?;
+                Applied::Step(e.step_id.clone())
+            }
+            LedgerEvent::Logs { lines, seq } => Applied::Logs(
+                insert_log_lines(c, run_id, lines, *seq, now, &mut self.known_steps).await?,
+            ),
+            LedgerEvent::RunComplete(e) => {
+                let target = e
+                    .reason
+                    .parse::<ExitReason>()
+                    .map_err(|_| unusual("reason"))?
+                    .run_state();
+                if check_transition(self.state, target, true) != Ok(Transition::Apply) {
+                    return Err(unusual("run:complete"));
+                }
+                release_slot(c, &run.workflow_id, &run.project_id).await?;
+                let finished_at = e.timestamp.unwrap_or(now);
+                mark_finished(
+                    c,
+                    run,
+                    run_id,
+                    target,
+                    e.error_type.as_deref(),
+                    finished_at,
+                    now,
+                )
+                .await?;
+                self.state = target;
+                Applied::Finished(target)
+            }
+        })
     }
 }
 

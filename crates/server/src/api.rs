@@ -39,15 +39,20 @@ fn parse_time(field: &str, s: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// May `user` see project `project_id`? Superusers see everything; others
-/// the projects they are members of. With `allow_new`, a project that does
-/// not exist yet counts as visible (anyone with a token may create one).
-pub async fn is_member(
+/// A user's standing in a project.
+enum Membership {
+    /// The project does not exist (yet).
+    NoProject,
+    NotMember,
+    /// A member, with this role (`owner`, `admin`, `editor`, `viewer`).
+    Role(String),
+}
+
+async fn membership(
     state: &AppState,
     user: &ApiUser,
     project_id: &str,
-    allow_new: bool,
-) -> Result<bool, ApiError> {
+) -> Result<Membership, ApiError> {
     let mut c = state.store.read().await?;
     let mut conn = c.reborrow();
     let exists: Option<i64> = scalar!(
@@ -57,19 +62,35 @@ pub async fn is_member(
         project_id
     )?;
     if exists.unwrap_or(0) == 0 {
-        return Ok(allow_new || user.role == "superuser");
+        return Ok(Membership::NoProject);
     }
-    if user.role == "superuser" {
-        return Ok(true);
-    }
-    let n: Option<i64> = scalar!(
+    let role: Option<String> = scalar!(
         conn,
-        i64,
-        "SELECT COUNT(*) FROM project_users WHERE project_id = $1 AND user_id = $2",
+        String,
+        "SELECT role FROM project_users WHERE project_id = $1 AND user_id = $2",
         project_id,
         &user.id
     )?;
-    Ok(n.unwrap_or(0) > 0)
+    Ok(role.map_or(Membership::NotMember, Membership::Role))
+}
+
+/// May `user` see project `project_id`? Superusers see everything; others
+/// the projects they are members of. With `allow_new`, a project that does
+/// not exist yet counts as visible (anyone with a token may create one).
+pub async fn is_member(
+    state: &AppState,
+    user: &ApiUser,
+    project_id: &str,
+    allow_new: bool,
+) -> Result<bool, ApiError> {
+    if user.role == "superuser" {
+        return Ok(true);
+    }
+    Ok(match membership(state, user, project_id).await? {
+        Membership::NoProject => allow_new,
+        Membership::NotMember => false,
+        Membership::Role(_) => true,
+    })
 }
 
 /// May `user` change project `project_id` (provisioning)? Superusers, and
@@ -84,28 +105,11 @@ pub async fn may_edit(
     if user.role == "superuser" {
         return Ok(true);
     }
-    let mut c = state.store.read().await?;
-    let mut conn = c.reborrow();
-    let exists: Option<i64> = scalar!(
-        conn,
-        i64,
-        "SELECT COUNT(*) FROM projects WHERE id = $1",
-        project_id
-    )?;
-    if exists.unwrap_or(0) == 0 {
-        return Ok(true);
-    }
-    let role: Option<String> = scalar!(
-        conn,
-        String,
-        "SELECT role FROM project_users WHERE project_id = $1 AND user_id = $2",
-        project_id,
-        &user.id
-    )?;
-    Ok(matches!(
-        role.as_deref(),
-        Some("owner" | "admin" | "editor")
-    ))
+    Ok(match membership(state, user, project_id).await? {
+        Membership::NoProject => true,
+        Membership::NotMember => false,
+        Membership::Role(role) => matches!(role.as_str(), "owner" | "admin" | "editor"),
+    })
 }
 
 #[derive(sqlx::FromRow)]

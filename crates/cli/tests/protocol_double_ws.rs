@@ -729,6 +729,26 @@ async fn wait_push(c: &mut Client) -> Frame {
     }
 }
 
+/// Joins `worker:queue` (join ref "1") with `payload`; the join must succeed.
+async fn join_queue(c: &mut Client, payload: Value) {
+    let (s, r) = c
+        .call(&frame(Some("1"), "1", "worker:queue", "phx_join", payload))
+        .await;
+    assert_eq!(s, "ok", "{r}");
+}
+
+/// A claim for one run on any queue, as message `msg_ref`: (status, response).
+async fn claim_one(c: &mut Client, msg_ref: &str) -> (String, Value) {
+    c.call(&frame(
+        Some("1"),
+        msg_ref,
+        "worker:queue",
+        "claim",
+        json!({"demand": 1, "queues": ["*"]}),
+    ))
+    .await
+}
+
 trait Verify {
     fn socket_verify(&self, token: &str) -> RunClaims;
 }
@@ -758,16 +778,7 @@ async fn misbehaving_worker_gets_errors_and_server_survives_on_postgres() {
 async fn overlapping_claims(backend: Backend) {
     let o = Orchestrator::start(backend).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 20, "queues": {"*": 20}}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(&mut c, json!({"capacity": 20, "queues": {"*": 20}})).await;
     let mut enqueued = Vec::new();
     for i in 0..5 {
         enqueued.push(o.enqueue(json!({"i": i})).await.0);
@@ -855,16 +866,7 @@ async fn overlapping_claims_and_rollback_on_postgres() {
 async fn wake_coalesces(backend: Backend) {
     let o = Orchestrator::start(backend).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 1, "queues": {"*": 1}}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(&mut c, json!({"capacity": 1, "queues": {"*": 1}})).await;
     let t0 = Instant::now();
     for i in 0..30 {
         o.enqueue(json!({"i": i})).await;
@@ -897,16 +899,7 @@ async fn wake_answered_by_claim(backend: Backend) {
     settings.wake_window = Duration::from_secs(10);
     let o = Orchestrator::start_with(backend, settings).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 1, "queues": {"*": 1}}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(&mut c, json!({"capacity": 1, "queues": {"*": 1}})).await;
     o.enqueue(json!({"n": 1})).await;
     wait_push(&mut c).await;
     // Unanswered: a second enqueue is not pushed (not within 1 s of a 10 s window).
@@ -915,15 +908,7 @@ async fn wake_answered_by_claim(backend: Backend) {
     assert!(quiet.is_err(), "pushed again before the worker claimed");
     // The claim answers it: the pending enqueue is pushed at once.
     let t0 = Instant::now();
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "2",
-            "worker:queue",
-            "claim",
-            json!({"demand": 1, "queues": ["*"]}),
-        ))
-        .await;
+    let (s, _) = claim_one(&mut c, "2").await;
     assert_eq!(s, "ok");
     wait_push(&mut c).await;
     assert!(
@@ -961,26 +946,13 @@ async fn work_available_is_coalesced_on_postgres() {
 async fn tokens_and_seq(backend: Backend) {
     let o = Orchestrator::start(backend).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 1, "queues": {"*": 1}, "active_runs": []}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(
+        &mut c,
+        json!({"capacity": 1, "queues": {"*": 1}, "active_runs": []}),
+    )
+    .await;
     let (run_id, _) = o.enqueue(json!({"t": 1})).await;
-    let (_, r) = c
-        .call(&frame(
-            Some("1"),
-            "2",
-            "worker:queue",
-            "claim",
-            json!({"demand": 1, "queues": ["*"]}),
-        ))
-        .await;
+    let (_, r) = claim_one(&mut c, "2").await;
     let token = r["runs"][0]["token"].as_str().expect("token").to_string();
     let claims = o.socket_verify(&token);
     assert_eq!(
@@ -1116,16 +1088,7 @@ async fn expired_and_stale_tokens_and_seq_on_postgres() {
 async fn wake_to_claim_latency(backend: Backend) {
     let o = Orchestrator::start(backend).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 1, "queues": {"*": 1}}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(&mut c, json!({"capacity": 1, "queues": {"*": 1}})).await;
     let mut took = Vec::new();
     for i in 0..60 {
         // Past the coalescing window, so every enqueue is a leading edge.
@@ -1134,15 +1097,7 @@ async fn wake_to_claim_latency(backend: Backend) {
         let (run_id, _) = o.enqueue(json!({"i": i})).await;
         wait_push(&mut c).await;
         let m = format!("l{i}");
-        let (_, r) = c
-            .call(&frame(
-                Some("1"),
-                &m,
-                "worker:queue",
-                "claim",
-                json!({"demand": 1, "queues": ["*"]}),
-            ))
-            .await;
+        let (_, r) = claim_one(&mut c, &m).await;
         assert_eq!(r["runs"][0]["id"], json!(run_id));
         took.push(t0.elapsed());
     }
@@ -1172,16 +1127,7 @@ async fn idle_worker_hears_and_claims_promptly_on_postgres() {
 async fn enqueue_on_another_node_wakes_workers_on_postgres() {
     let o = Orchestrator::start(Backend::Postgres).await;
     let mut c = o.connect().await;
-    let (s, _) = c
-        .call(&frame(
-            Some("1"),
-            "1",
-            "worker:queue",
-            "phx_join",
-            json!({"capacity": 1, "queues": {"*": 1}}),
-        ))
-        .await;
-    assert_eq!(s, "ok");
+    join_queue(&mut c, json!({"capacity": 1, "queues": {"*": 1}})).await;
     // Let the listener connect before the first NOTIFY.
     tokio::time::sleep(Duration::from_millis(300)).await;
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), c.next()).await {}
@@ -1190,15 +1136,7 @@ async fn enqueue_on_another_node_wakes_workers_on_postgres() {
     let push = wait_push(&mut c).await;
     assert_eq!(push.payload, json!({}));
     eprintln!("remote enqueue → work-available: {:?}", t0.elapsed());
-    let (_, r) = c
-        .call(&frame(
-            Some("1"),
-            "2",
-            "worker:queue",
-            "claim",
-            json!({"demand": 1, "queues": ["*"]}),
-        ))
-        .await;
+    let (_, r) = claim_one(&mut c, "2").await;
     assert_eq!(r["runs"][0]["id"], json!(run_id));
     c.close().await;
     o.stop().await;

@@ -102,20 +102,24 @@ impl Orchestrator {
             .unwrap_or_else(|| panic!("no job {name}"))
     }
 
+    /// A webhook request with `body` on the seeded trigger.
+    fn webhook(&self, body: Value) -> WebhookIngest {
+        WebhookIngest {
+            trigger_id: self.trigger_id.clone(),
+            body: body.to_string(),
+            request: json!({"method": "POST", "path": "/i/x", "query_params": {}, "headers": {}})
+                .to_string(),
+            idempotency_key: None,
+            options: None,
+            queue: None,
+        }
+    }
+
     /// A webhook request's work order and run, committed; workers are told.
     pub async fn enqueue(&self, body: Value) -> (String, String) {
         let out = self
             .store
-            .ingest_webhook(WebhookIngest {
-                trigger_id: self.trigger_id.clone(),
-                body: body.to_string(),
-                request:
-                    json!({"method": "POST", "path": "/i/x", "query_params": {}, "headers": {}})
-                        .to_string(),
-                idempotency_key: None,
-                options: None,
-                queue: None,
-            })
+            .ingest_webhook(self.webhook(body))
             .await
             .expect("ingest");
         self.socket.wake_hub().notify();
@@ -128,16 +132,7 @@ impl Orchestrator {
         let url = self.db.as_ref().expect("db").url.clone();
         let other = Store::connect(&url).await.expect("second node's store");
         let out = other
-            .ingest_webhook(WebhookIngest {
-                trigger_id: self.trigger_id.clone(),
-                body: body.to_string(),
-                request:
-                    json!({"method": "POST", "path": "/i/x", "query_params": {}, "headers": {}})
-                        .to_string(),
-                idempotency_key: None,
-                options: None,
-                queue: None,
-            })
+            .ingest_webhook(self.webhook(body))
             .await
             .expect("ingest");
         other.close().await;

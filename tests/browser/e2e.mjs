@@ -3,7 +3,7 @@
 // Sign in, open the diagram, post to the webhook, watch the run's logs,
 // read input and output, fix the failing job, retry from its step and see
 // the new run succeed, rerun from history, and a viewer refused an edit.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import assert from "node:assert/strict";
@@ -16,12 +16,7 @@ if (!BASE || !SHOTS || !ADMIN_PASSWORD) {
   process.exit(2);
 }
 mkdirSync(SHOTS, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 async function shot(page, name) {
   const file = path.join(SHOTS, `e2e-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });

@@ -2,7 +2,7 @@
 // playwright-core (no browser download). Started by crates/ui/tests/browser.rs,
 // which serves a seeded UI and passes BASE_URL, SHOTS_DIR and SEED (JSON).
 // Each step asserts what a user would see, and saves a screenshot.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./lib.mjs";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import assert from "node:assert/strict";
@@ -16,12 +16,7 @@ if (!BASE || !SHOTS || !SEED.project_id) {
 }
 mkdirSync(SHOTS, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 
 let step = 0;
 async function shot(page, name) {

@@ -2,6 +2,8 @@
 //! arrival order, each answered with Lightning's reply. Ledger events that
 //! arrived together are applied in one transaction when they can be.
 
+use std::collections::HashMap;
+
 use gabbro_protocol::frame::PHX_LEAVE;
 use gabbro_protocol::{
     BinaryReply, Frame, MessageError, ReasonReply, RunEvent, RunJoin, RunLog, run_id_of,
@@ -102,6 +104,9 @@ struct RunChannel {
     run: RunRow,
     snapshot: Snapshot,
     scrubber: Scrubber,
+    /// The run's credentials, read and decrypted once at the join (for the
+    /// scrubber); `fetch:credential` answers from here.
+    credentials: HashMap<String, Value>,
 }
 
 /// Lightning's checks: a valid run token for this very run (else
@@ -173,9 +178,13 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
     // Every secret the run's jobs may see is masked in its logs, also after
     // a reconnect or an orchestrator restart (no fetch:credential needed).
     let mut scrubber = Scrubber::default();
+    let mut credentials = HashMap::new();
     for id in snapshot.credential_ids() {
         match run_data::credential(&ctx.store, &ctx.vault, &run.project_id, &id).await {
-            Ok(Some(body)) => scrubber.add_credential(&body),
+            Ok(Some(body)) => {
+                scrubber.add_credential(&body);
+                credentials.insert(id, body);
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(credential_id = id, error = %e, "cannot read credential"),
         }
@@ -185,6 +194,7 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
         run,
         snapshot,
         scrubber,
+        credentials,
     })
 }
 
@@ -305,6 +315,11 @@ impl RunChannel {
                 if f.id.trim().is_empty() {
                     return Err(field_error("id", "can't be blank"));
                 }
+                if let Some(body) = self.credentials.get(&f.id) {
+                    return Ok(body.clone());
+                }
+                // Not one of the run's jobs' credentials, or it could not
+                // be read at the join: ask the store (its answer decides).
                 match run_data::credential(&ctx.store, &ctx.vault, &self.run.project_id, &f.id)
                     .await
                 {

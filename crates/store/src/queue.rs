@@ -215,30 +215,64 @@ fn eligible_queues(prefs: &QueuePreference) -> Vec<String> {
     qs
 }
 
-async fn heads(c: &mut Conn<'_>, queue: &str) -> Result<Vec<Head>> {
-    Ok(fetch_all!(
-        c,
-        Head,
+/// The head of every (workflow, queue) pair for the eligible queues, in one
+/// statement (on SQLite each statement is a round trip to the connection's
+/// thread, on PostgreSQL one over the network). Each head is one probe of
+/// `runs_available_head`: SQLite plans the correlated subquery that way;
+/// PostgreSQL is given a `LATERAL` join, because for `r.id = (subquery)` it
+/// may hash-join a scan of the whole runs table (a fresh table without
+/// statistics, as after a burst of webhooks).
+async fn heads(c: &mut Conn<'_>, queues: &[String]) -> Result<Vec<Head>> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = "SELECT r2.id, r2.workflow_id, r2.project_id, r2.queue, r2.priority, r2.inserted_at
+                FROM runs r2
+                WHERE r2.workflow_id = w.id AND r2.queue = q.column1 AND r2.state = 'available'
+                ORDER BY r2.priority, r2.inserted_at, r2.id LIMIT 1";
+    let join = match c.backend() {
+        Backend::Sqlite => format!("JOIN runs r ON r.id = (SELECT id FROM ({head}))"),
+        Backend::Postgres => format!("CROSS JOIN LATERAL ({head}) r"),
+    };
+    // `VALUES` names its column `column1` on both databases. The SQL only
+    // varies in its number of placeholders; the queue names are bound.
+    let values: Vec<String> = (1..=queues.len()).map(|i| format!("(${i})")).collect();
+    let sql = format!(
         "SELECT r.id, r.workflow_id, r.project_id, r.queue, r.priority, r.inserted_at,
                 w.concurrency AS wf_limit, p.concurrency AS proj_limit,
                 cw.active AS wf_active, cp.active AS proj_active
-         FROM workflows w
+         FROM (VALUES {}) AS q
+         CROSS JOIN workflows w
          JOIN projects p ON p.id = w.project_id
-         JOIN runs r ON r.id = (
-             SELECT r2.id FROM runs r2
-             WHERE r2.workflow_id = w.id AND r2.queue = $1 AND r2.state = 'available'
-             ORDER BY r2.priority, r2.inserted_at, r2.id LIMIT 1)
+         {join}
          LEFT JOIN concurrency_counters cw ON cw.scope = 'w:' || w.id
          LEFT JOIN concurrency_counters cp ON cp.scope = 'p:' || p.id",
-        queue
-    )?)
+        values.join(", ")
+    );
+    Ok(match c.reborrow() {
+        Conn::Sqlite(c) => {
+            let mut q = sqlx::query_as::<sqlx::Sqlite, Head>(sqlx::AssertSqlSafe(sql));
+            for name in queues {
+                q = q.bind(name);
+            }
+            q.fetch_all(c).await?
+        }
+        Conn::Postgres(c) => {
+            let mut q = sqlx::query_as::<sqlx::Postgres, Head>(sqlx::AssertSqlSafe(sql));
+            for name in queues {
+                q = q.bind(name);
+            }
+            q.fetch_all(c).await?
+        }
+    })
 }
 
 async fn claim_one(c: &mut Conn<'_>, req: &ClaimRequest, now: i64) -> Result<Option<ClaimedRun>> {
-    let mut candidates = Vec::new();
-    for q in eligible_queues(&req.queues) {
-        candidates.extend(heads(c, &q).await?.into_iter().filter(Head::has_room));
-    }
+    let mut candidates: Vec<Head> = heads(c, &eligible_queues(&req.queues))
+        .await?
+        .into_iter()
+        .filter(Head::has_room)
+        .collect();
     candidates.sort_by(|a, b| {
         let ra = req.queues.rank(&a.queue).unwrap_or(usize::MAX);
         let rb = req.queues.rank(&b.queue).unwrap_or(usize::MAX);

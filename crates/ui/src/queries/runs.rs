@@ -758,7 +758,7 @@ pub struct QueueStats {
 pub async fn queue_stats(pool: &AnyPool) -> UiResult<QueueStats> {
     let mut s = QueueStats::default();
     // Literal states, so both databases use the partial indexes
-    // (runs_available, runs_active) instead of scanning every run.
+    // (runs_available_age, runs_active) instead of scanning every run.
     let available: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'available'")
         .fetch_one(pool)
         .await?;

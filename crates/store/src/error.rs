@@ -57,6 +57,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same verdict for an event that follows a failed one and is
+    /// therefore not applied: refusals stay refusals, outages stay
+    /// outages (so the worker retries), anything else is definitive.
+    pub fn repeated(&self) -> StoreError {
+        match self {
+            StoreError::NotHolder => StoreError::NotHolder,
+            StoreError::NotFound { what, id } => StoreError::NotFound {
+                what,
+                id: id.clone(),
+            },
+            e if e.is_transient() => StoreError::Commit(e.to_string()),
+            e => StoreError::rejected("run", e.to_string()),
+        }
+    }
+
     /// A [`StoreError::Rejected`] with Lightning's field and message.
     pub fn rejected(field: &'static str, message: impl Into<String>) -> Self {
         StoreError::Rejected {

@@ -105,6 +105,7 @@ pub(crate) struct LockedRun {
     pub project_id: String,
     pub snapshot_id: String,
     pub worker_id: Option<String>,
+    pub claim_epoch: i32,
     pub last_seq: Option<i64>,
     pub options: String,
 }
@@ -121,9 +122,9 @@ impl LockedRun {
 /// on PostgreSQL; SQLite's writer is exclusive).
 pub(crate) async fn lock_run(c: &mut Conn<'_>, run_id: &str) -> Result<LockedRun> {
     let sql = c.pick(
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, last_seq, options
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, last_seq, options
          FROM runs WHERE id = $1",
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, last_seq, options
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, last_seq, options
          FROM runs WHERE id = $1 FOR UPDATE",
     );
     fetch_optional!(c, LockedRun, sql, run_id)?.ok_or_else(|| StoreError::not_found("run", run_id))
@@ -747,6 +748,14 @@ impl Store {
 /// One worker event, for [`Store::apply_events`].
 #[derive(Debug, Clone)]
 pub enum LedgerEvent {
+    /// The holder joined the run's channel under this claim epoch: its
+    /// lease record ([`Store::run_joined`]). Not a frame of its own: the
+    /// run channel puts it in front of the run's first ledger events, so the
+    /// join costs no transaction of its own and `run:start` is applied only
+    /// under the claim the worker joined with.
+    Joined {
+        claim_epoch: i32,
+    },
     /// `run:start`.
     RunStart {
         timestamp: Option<i64>,
@@ -765,6 +774,7 @@ pub enum LedgerEvent {
 impl LedgerEvent {
     fn seq(&self) -> Option<u64> {
         match self {
+            LedgerEvent::Joined { .. } => None,
             LedgerEvent::RunStart { seq, .. } | LedgerEvent::Logs { seq, .. } => *seq,
             LedgerEvent::StepStart(e) => e.seq,
             LedgerEvent::StepComplete(e) => e.seq,
@@ -776,6 +786,7 @@ impl LedgerEvent {
 /// What an event did: the result of its per-event method.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
+    Joined,
     Started,
     /// The step's id (`step:start`, `step:complete`).
     Step(String),
@@ -822,8 +833,15 @@ impl Store {
             events
         };
         let mut out = Vec::with_capacity(events.len());
-        for ev in events {
-            out.push(self.apply_event(run_id, worker_id, ev).await);
+        let mut events = events.into_iter();
+        while let Some(ev) = events.next() {
+            let joined = matches!(ev, LedgerEvent::Joined { .. });
+            let result = self.apply_event(run_id, worker_id, ev).await;
+            if joined && let Err(e) = &result {
+                // Nothing is applied under a join that was not recorded.
+                out.extend(events.by_ref().map(|_| Err(e.repeated())));
+            }
+            out.push(result);
         }
         out
     }
@@ -836,6 +854,12 @@ impl Store {
         ev: LedgerEvent,
     ) -> Result<Applied> {
         match ev {
+            LedgerEvent::Joined { claim_epoch } => {
+                let worker_id = worker_id.ok_or(StoreError::NotHolder)?;
+                self.run_joined(run_id, worker_id, claim_epoch)
+                    .await
+                    .map(|()| Applied::Joined)
+            }
             LedgerEvent::RunStart { timestamp, seq } => self
                 .run_start(run_id, worker_id, timestamp, seq)
                 .await
@@ -881,6 +905,7 @@ impl Store {
                     state: run.state()?,
                     last_seq: run.last_seq.unwrap_or(0).max(0) as u64,
                     seen_seq: None,
+                    joined: false,
                     known_steps: Vec::new(),
                     run_id,
                     run,
@@ -888,6 +913,14 @@ impl Store {
                 let mut out = Vec::with_capacity(events.len());
                 for ev in events.iter() {
                     out.push(batch.apply(c, ev).await?);
+                }
+                if batch.joined {
+                    exec!(
+                        c,
+                        "UPDATE runs SET joined_at = COALESCE(joined_at, $2) WHERE id = $1",
+                        &batch.run_id,
+                        batch.now
+                    )?;
                 }
                 touch(c, &batch.run_id, batch.now, batch.seen_seq).await?;
                 Ok(out)
@@ -907,6 +940,8 @@ struct FreshBatch {
     last_seq: u64,
     /// The last `seq` applied, for the lease update at the end.
     seen_seq: Option<u64>,
+    /// A `Joined` event was applied: `joined_at` is recorded at the end.
+    joined: bool,
     /// Steps of the run checked or created in this transaction.
     known_steps: Vec<String>,
 }
@@ -923,6 +958,14 @@ impl FreshBatch {
         }
         let (run, run_id, now) = (&self.run, self.run_id.as_str(), self.now);
         Ok(match ev {
+            LedgerEvent::Joined { claim_epoch } => {
+                // The holder was checked when the batch locked the run.
+                if run.claim_epoch != *claim_epoch {
+                    return Err(unusual("claim epoch"));
+                }
+                self.joined = true;
+                Applied::Joined
+            }
             LedgerEvent::RunStart { timestamp, .. } => {
                 if check_transition(self.state, RunState::Started, true) != Ok(Transition::Apply) {
                     return Err(unusual("run:start"));

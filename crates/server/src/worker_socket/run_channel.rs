@@ -8,7 +8,7 @@ use gabbro_protocol::frame::PHX_LEAVE;
 use gabbro_protocol::{
     BinaryReply, Frame, MessageError, ReasonReply, RunEvent, RunJoin, RunLog, run_id_of,
 };
-use gabbro_store::{Applied, LedgerEvent, StoreError};
+use gabbro_store::{Applied, LedgerEvent};
 use gabbro_store::{
     NewLogLine, RunComplete as LedgerRunComplete, StepComplete as LedgerStepComplete,
     StepStart as LedgerStepStart,
@@ -107,6 +107,8 @@ struct RunChannel {
     /// The run's credentials, read and decrypted once at the join (for the
     /// scrubber); `fetch:credential` answers from here.
     credentials: HashMap<String, Value>,
+    /// The claim epoch joined under, until the join is recorded.
+    unrecorded_join: Option<i32>,
 }
 
 /// Lightning's checks: a valid run token for this very run (else
@@ -154,20 +156,11 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
             return Err(unauthorized);
         }
     }
-    // The lease: the holder joined (the janitor stops counting the claim
-    // lease); anyone but the holder under this claim epoch is refused.
-    match ctx
-        .store
-        .run_joined(&run.id, &peer.worker_id, run.claim_epoch)
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::NotHolder) => return Err(unauthorized),
-        Err(StoreError::NotFound { .. }) => return Err(ReasonReply::NOT_FOUND),
-        Err(e) => {
-            tracing::error!(run_id, error = %e, "cannot record the run's join");
-            return Err("unavailable");
-        }
+    // Only the holder under this claim may join. Its lease record (the
+    // janitor stops counting the claim lease) is written with the run's
+    // first ledger events, in their transaction: see `flush`.
+    if run.worker_id.as_deref() != Some(peer.worker_id.as_str()) {
+        return Err(unauthorized);
     }
     let snapshot = run_data::load_snapshot(&ctx.store, &run.snapshot_id)
         .await
@@ -191,6 +184,7 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
     }
     Ok(RunChannel {
         peer: peer.clone(),
+        unrecorded_join: Some(run.claim_epoch),
         run,
         snapshot,
         scrubber,
@@ -253,20 +247,26 @@ impl RunChannel {
         true
     }
 
-    /// Applies the pending ledger events and answers each.
+    /// Applies the pending ledger events and answers each. The first
+    /// batch also records the join (`LedgerEvent::Joined`), in the same
+    /// transaction: if that fails, none of the batch is applied.
     async fn flush(&mut self, pending: Pending) {
         if pending.events.is_empty() {
             return;
         }
         let ctx = self.peer.ctx.clone();
-        let results = ctx
+        let mut events = pending.events;
+        if let Some(claim_epoch) = self.unrecorded_join {
+            events.insert(0, LedgerEvent::Joined { claim_epoch });
+        }
+        let mut results = ctx
             .store
-            .apply_events(
-                &self.run.id,
-                Some(self.peer.worker_id.as_str()),
-                pending.events,
-            )
-            .await;
+            .apply_events(&self.run.id, Some(self.peer.worker_id.as_str()), events)
+            .await
+            .into_iter();
+        if self.unrecorded_join.is_some() && results.next().is_some_and(|r| r.is_ok()) {
+            self.unrecorded_join = None;
+        }
         for ((frame, answer), result) in pending.frames.into_iter().zip(results) {
             match result {
                 Ok(applied) => {

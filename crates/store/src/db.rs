@@ -147,6 +147,8 @@ impl Store {
                 .pragma("temp_store", "MEMORY");
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(1))
+                // No ping per acquire: see the PostgreSQL pool below.
+                .test_before_acquire(false)
                 .connect_with(conn_opts.clone())
                 .await?;
             migrator().run(&pool).await?;
@@ -160,6 +162,13 @@ impl Store {
             let conn_opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(1))
+                // sqlx pings every connection it hands out by default: a
+                // round trip before each read and each transaction. A
+                // connection that died (a database restart) fails its first
+                // statement instead, which every caller already treats as a
+                // transient outage (retried; workers are told to retry), and
+                // sqlx closes it.
+                .test_before_acquire(false)
                 .connect_with(conn_opts)
                 .await?;
             migrator().run(&pool).await?;

@@ -268,6 +268,38 @@ impl RunChannel {
 
     /// The joined channel, joining (again) when there is none on the live
     /// connection. Fails only when the run is refused or the socket closed.
+    /// The first event of a channel that is not joined goes out with the
+    /// join (one round trip, see [`crate::socket::Socket::join_with`]).
+    /// `None` when it is joined already or that did not work out: the usual
+    /// path then joins, with its retries, and sends the event again (a
+    /// numbered event is idempotent by its `seq`).
+    async fn join_with_first(&mut self, event: &str, payload: &Value) -> Option<ReplyBody> {
+        let socket = self.shared.socket.clone();
+        if self.channel.as_ref().is_some_and(|c| socket.is_current(c)) {
+            return None;
+        }
+        self.channel = None;
+        let joined = socket
+            .join_with(
+                &self.topic,
+                json!({ "token": self.token }),
+                event,
+                payload.clone(),
+                self.shared.config.message_timeout,
+            )
+            .await;
+        match joined {
+            Ok((channel, first)) => {
+                self.channel = Some(channel);
+                first.ok().filter(|reply| !not_joined(reply))
+            }
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, error = %e, "joining with the first event did not work; joining alone");
+                None
+            }
+        }
+    }
+
     async fn joined(&mut self, backoff: &mut Backoff) -> Result<Channel, CallError> {
         let socket = self.shared.socket.clone();
         let timeout = self.shared.config.message_timeout;
@@ -317,6 +349,9 @@ impl RunChannel {
         let socket = self.shared.socket.clone();
         let timeout = self.shared.config.message_timeout;
         let mut backoff = Backoff::new(self.shared.config.backoff);
+        if let Some(reply) = self.join_with_first(event, &payload).await {
+            return Ok(reply);
+        }
         loop {
             let channel = self.joined(&mut backoff).await?;
             match socket

@@ -226,3 +226,95 @@ async fn sqlite_refusal_inside_a_batch() {
 async fn postgres_refusal_inside_a_batch() {
     refusal_inside_a_batch(Backend::Postgres).await;
 }
+
+async fn epoch_of(s: &Store, run: &str) -> i32 {
+    count(s, "SELECT claim_epoch FROM runs WHERE id = $1", run).await as i32
+}
+
+async fn joined(s: &Store, run: &str) -> bool {
+    count(
+        s,
+        "SELECT count(*) FROM runs WHERE id = $1 AND joined_at IS NOT NULL",
+        run,
+    )
+    .await
+        == 1
+}
+
+/// The run channel puts the join's lease record in front of the run's
+/// first events: applied in their transaction under the claim epoch the
+/// worker joined with; under a stale epoch (the run was requeued and
+/// claimed again since) nothing of the batch is applied, in the batch and
+/// in the one-by-one fallback alike.
+async fn join_recorded_with_first_events(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let job = seed.job_ids[0].clone();
+    let w = Some("w1");
+
+    let run = claimed_run(s, &seed, "w1").await.unwrap();
+    assert!(!joined(s, &run).await);
+    let mut events = vec![LedgerEvent::Joined {
+        claim_epoch: epoch_of(s, &run).await,
+    }];
+    events.extend(whole_run("j-step", &job));
+    let got = s.apply_events(&run, w, events).await;
+    assert_eq!(outcomes(&got)[..2], ["Joined", "Started"]);
+    assert!(joined(s, &run).await, "the join is recorded");
+    assert_eq!(footprint(s, &run).await, ("success".into(), 6, 1, 1, 2));
+
+    // A stale claim epoch: refused, and so is everything behind it.
+    let stale = claimed_run(s, &seed, "w1").await.unwrap();
+    let mut events = vec![LedgerEvent::Joined {
+        claim_epoch: epoch_of(s, &stale).await - 1,
+    }];
+    events.extend(whole_run("s-step", &job));
+    let got = s.apply_events(&stale, w, events).await;
+    assert_eq!(got.len(), 7);
+    assert!(
+        got.iter().all(|r| matches!(r, Err(StoreError::NotHolder))),
+        "{:?}",
+        outcomes(&got)
+    );
+    assert!(!joined(s, &stale).await);
+    assert_eq!(
+        footprint(s, &stale).await,
+        (RunState::Claimed.as_str().into(), 0, 0, 0, 0)
+    );
+
+    // Another worker's join: refused the same way.
+    let theirs = claimed_run(s, &seed, "w2").await.unwrap();
+    let got = s
+        .apply_events(
+            &theirs,
+            w,
+            vec![
+                LedgerEvent::Joined {
+                    claim_epoch: epoch_of(s, &theirs).await,
+                },
+                whole_run("t-step", &job).remove(0),
+            ],
+        )
+        .await;
+    assert!(
+        got.iter().all(|r| matches!(r, Err(StoreError::NotHolder))),
+        "{:?}",
+        outcomes(&got)
+    );
+    assert_eq!(
+        footprint(s, &theirs).await,
+        (RunState::Claimed.as_str().into(), 0, 0, 0, 0)
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_join_recorded_with_first_events() {
+    join_recorded_with_first_events(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_join_recorded_with_first_events() {
+    join_recorded_with_first_events(Backend::Postgres).await;
+}

@@ -228,7 +228,10 @@ async fn postgres_refusal_inside_a_batch() {
 }
 
 async fn epoch_of(s: &Store, run: &str) -> i32 {
-    count(s, "SELECT claim_epoch FROM runs WHERE id = $1", run).await as i32
+    let mut c = s.read().await.unwrap();
+    scalar!(c, i32, "SELECT claim_epoch FROM runs WHERE id = $1", run)
+        .unwrap()
+        .unwrap()
 }
 
 async fn joined(s: &Store, run: &str) -> bool {

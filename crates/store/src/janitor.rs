@@ -279,7 +279,7 @@ async fn mark_lost_in(
         run_id,
         now
     )?;
-    release_slot(c, &run.workflow_id, &run.project_id).await?;
+    release_slot(c, &run.workflow_id, &run.project_id, run.holds_slot != 0).await?;
     refresh_work_order(c, &run.work_order_id, run_id, RunState::Lost, now).await?;
     system_log(
         c,

@@ -106,6 +106,8 @@ pub(crate) struct LockedRun {
     pub snapshot_id: String,
     pub worker_id: Option<String>,
     pub claim_epoch: i32,
+    /// Took a concurrency slot when claimed (`release_slot` frees it).
+    pub holds_slot: i32,
     pub last_seq: Option<i64>,
     pub options: String,
 }
@@ -122,9 +124,9 @@ impl LockedRun {
 /// on PostgreSQL; SQLite's writer is exclusive).
 pub(crate) async fn lock_run(c: &mut Conn<'_>, run_id: &str) -> Result<LockedRun> {
     let sql = c.pick(
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, last_seq, options
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options
          FROM runs WHERE id = $1",
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, last_seq, options
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options
          FROM runs WHERE id = $1 FOR UPDATE",
     );
     fetch_optional!(c, LockedRun, sql, run_id)?.ok_or_else(|| StoreError::not_found("run", run_id))
@@ -693,7 +695,7 @@ impl Store {
                         return Ok(from);
                     }
                     Transition::Apply => {
-                        release_slot(c, &run.workflow_id, &run.project_id).await?;
+                        release_slot(c, &run.workflow_id, &run.project_id, run.holds_slot != 0).await?;
                     }
                     Transition::LateTruth => {
                         let msg = format!(
@@ -1019,7 +1021,7 @@ impl FreshBatch {
                 if check_transition(self.state, target, true) != Ok(Transition::Apply) {
                     return Err(unusual("run:complete"));
                 }
-                release_slot(c, &run.workflow_id, &run.project_id).await?;
+                release_slot(c, &run.workflow_id, &run.project_id, run.holds_slot != 0).await?;
                 let finished_at = e.timestamp.unwrap_or(now);
                 mark_finished(
                     c,

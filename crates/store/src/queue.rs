@@ -295,24 +295,30 @@ async fn claim_one(c: &mut Conn<'_>, req: &ClaimRequest, now: i64) -> Result<Opt
                 None => continue,
             },
         };
-        if !take_slot(c, &h).await? {
+        // Only a run with a limit in its scope takes a slot (see
+        // `holds_slot`, migration 0007): a limit applies to the runs
+        // claimed after it was set.
+        let counted = h.wf_limit.is_some() || h.proj_limit.is_some();
+        if counted && !take_slot(c, &h).await? {
             continue;
         }
         let claimed = fetch_optional!(
             c,
             ClaimedRun,
             "UPDATE runs SET state = 'claimed', claimed_at = $2, worker_name = $3, worker_id = $4,
-                    claim_epoch = claim_epoch + 1, last_heard_at = $2, last_seq = NULL, joined_at = NULL
+                    claim_epoch = claim_epoch + 1, last_heard_at = $2, last_seq = NULL, joined_at = NULL,
+                    holds_slot = $5
              WHERE id = $1 AND state = 'available'
              RETURNING id, claim_epoch, work_order_id, workflow_id, project_id, options, claimed_at",
             &run_id,
             now,
             &req.worker_name,
-            &req.worker_id
+            &req.worker_id,
+            i32::from(counted)
         )?;
         match claimed {
             Some(run) => return Ok(Some(run)),
-            None => release_slot(c, &h.workflow_id, &h.project_id).await?,
+            None => release_slot(c, &h.workflow_id, &h.project_id, counted).await?,
         }
     }
     Ok(None)
@@ -368,13 +374,18 @@ async fn bump(c: &mut Conn<'_>, scope: &str, limit: Option<i32>) -> Result<bool>
     Ok(n == 1)
 }
 
-/// Frees the slot a run held while claimed or started: call in the same
-/// transaction as every move out of claimed|started.
+/// Frees the slot a run held while claimed or started (if it took one,
+/// `holds_slot`): call in the same transaction as every move out of
+/// claimed|started.
 pub(crate) async fn release_slot(
     c: &mut Conn<'_>,
     workflow_id: &str,
     project_id: &str,
+    holds_slot: bool,
 ) -> Result<()> {
+    if !holds_slot {
+        return Ok(());
+    }
     exec!(
         c,
         "UPDATE concurrency_counters SET active = active - 1 WHERE scope = $1 AND active > 0",
@@ -399,6 +410,7 @@ pub(crate) async fn requeue_claimed(
     struct Moved {
         workflow_id: String,
         project_id: String,
+        holds_slot: i32,
     }
     let moved = fetch_optional!(
         c,
@@ -406,13 +418,13 @@ pub(crate) async fn requeue_claimed(
         "UPDATE runs SET state = 'available', claimed_at = NULL, worker_name = NULL,
                 worker_id = NULL, last_heard_at = NULL, joined_at = NULL
          WHERE id = $1 AND state = 'claimed' AND ($2 = -1 OR claim_epoch = $2)
-         RETURNING workflow_id, project_id",
+         RETURNING workflow_id, project_id, holds_slot",
         run_id,
         epoch.unwrap_or(-1)
     )?;
     match moved {
         Some(m) => {
-            release_slot(c, &m.workflow_id, &m.project_id).await?;
+            release_slot(c, &m.workflow_id, &m.project_id, m.holds_slot != 0).await?;
             notify_available(c, &m.workflow_id).await?;
             Ok(true)
         }

@@ -287,3 +287,88 @@ async fn sqlite_racing_claimers_never_share_a_run() {
 async fn postgres_racing_claimers_never_share_a_run() {
     racing_claimers_never_share_a_run(Backend::Postgres).await;
 }
+
+async fn active_in(store: &Store, scope: String) -> i64 {
+    let mut c = store.read().await.unwrap();
+    scalar!(
+        c,
+        i32,
+        "SELECT active FROM concurrency_counters WHERE scope = $1",
+        &scope
+    )
+    .unwrap()
+    .map_or(-1, i64::from)
+}
+
+/// Runs without a limit in their scope take no slot (no counter row is
+/// touched, so claims and finishes do not queue on it); a limit applies to
+/// the runs claimed after it was set, and the counters stay exact while
+/// runs of both kinds finish.
+async fn unlimited_runs_take_no_slot(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let w_scope = format!("w:{}", seed.workflow_id);
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let got = s
+            .ingest_webhook(hook(&seed.trigger_id, "{}", None))
+            .await
+            .unwrap();
+        runs.push(got.run_id);
+    }
+    let early = s.claim(claim_req("w1", 2)).await.unwrap();
+    assert_eq!(early.len(), 2);
+    assert_eq!(active_in(s, w_scope.clone()).await, -1, "no counter row");
+
+    // A limit of 1 while two unlimited runs are active: they do not count
+    // towards it, the next claim takes the one slot, the last waits.
+    let wf = seed.workflow_id.clone();
+    s.write(move |mut c| {
+        Box::pin(async move {
+            gabbro_store::exec!(c, "UPDATE workflows SET concurrency = 1 WHERE id = $1", &wf)?;
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    let third = s.claim(claim_req("w1", 5)).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(active_in(s, w_scope.clone()).await, 1);
+    assert!(s.claim(claim_req("w1", 5)).await.unwrap().is_empty());
+
+    // The unlimited runs finishing frees nothing (they held nothing).
+    for r in &early {
+        s.release_claims(vec![(r.id.clone(), r.claim_epoch)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(active_in(s, w_scope.clone()).await, 1);
+    // The limited one finishing frees its slot, once.
+    s.run_start(&third[0].id, None, None, None).await.unwrap();
+    let done = s
+        .run_complete(
+            &third[0].id,
+            None,
+            gabbro_store::RunComplete {
+                reason: "success".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(done.is_ok(), "{done:?}");
+    assert_eq!(active_in(s, w_scope.clone()).await, 0);
+    assert_eq!(s.claim(claim_req("w1", 5)).await.unwrap().len(), 1);
+    assert_eq!(active_in(s, w_scope).await, 1);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_unlimited_runs_take_no_slot() {
+    unlimited_runs_take_no_slot(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_unlimited_runs_take_no_slot() {
+    unlimited_runs_take_no_slot(Backend::Postgres).await;
+}

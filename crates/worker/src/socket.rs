@@ -105,6 +105,23 @@ impl PendingReply {
     }
 }
 
+/// A `phx_join` on the wire whose reply has not been read yet.
+struct PendingJoin {
+    channel: Channel,
+    reply: PendingReply,
+}
+
+impl PendingJoin {
+    async fn wait(self, timeout: Duration) -> Result<Channel, JoinError> {
+        let reply = self.reply.wait(timeout).await?;
+        if reply.is_ok() {
+            Ok(self.channel)
+        } else {
+            Err(JoinError::Refused(reply.response_json()))
+        }
+    }
+}
+
 /// A joined topic on one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Channel {
@@ -284,34 +301,12 @@ impl Socket {
         event_payload: Value,
         timeout: Duration,
     ) -> Result<(Channel, Result<ReplyBody, RequestError>), JoinError> {
-        let generation = self.wait_connected().await?;
-        let join_ref = self.next_ref();
-        let join = Frame::new(
-            Some(join_ref.clone()),
-            Some(join_ref.clone()),
-            topic,
-            PHX_JOIN,
-            payload,
-        );
-        let first = Frame::new(
-            Some(join_ref.clone()),
-            Some(self.next_ref()),
-            topic,
-            event,
-            event_payload,
-        );
-        let join_reply = self.start_frame(generation, join).await?;
-        let first_reply = self.start_frame(generation, first).await;
-        let reply = join_reply.wait(timeout).await?;
-        if !reply.is_ok() {
-            return Err(JoinError::Refused(reply.response_json()));
-        }
-        let channel = Channel {
-            topic: topic.to_string(),
-            join_ref,
-            generation,
-        };
-        let first = match first_reply {
+        let join = self.start_join(topic, payload).await?;
+        let first = self
+            .start_request(&join.channel, event, event_payload)
+            .await;
+        let channel = join.wait(timeout).await?;
+        let first = match first {
             Ok(pending) => pending.wait(timeout).await,
             Err(e) => Err(e),
         };
@@ -325,6 +320,12 @@ impl Socket {
         payload: Value,
         timeout: Duration,
     ) -> Result<Channel, JoinError> {
+        self.start_join(topic, payload).await?.wait(timeout).await
+    }
+
+    /// Send a `phx_join` for `topic` on the current connection; the channel
+    /// is ours once [`PendingJoin::wait`] says the join was accepted.
+    async fn start_join(&self, topic: &str, payload: Value) -> Result<PendingJoin, JoinError> {
         let generation = self.wait_connected().await?;
         let join_ref = self.next_ref();
         let frame = Frame::new(
@@ -334,16 +335,15 @@ impl Socket {
             PHX_JOIN,
             payload,
         );
-        let reply = self.request_frame(generation, frame, timeout).await?;
-        if reply.is_ok() {
-            Ok(Channel {
+        let reply = self.start_frame(generation, frame).await?;
+        Ok(PendingJoin {
+            channel: Channel {
                 topic: topic.to_string(),
                 join_ref,
                 generation,
-            })
-        } else {
-            Err(JoinError::Refused(reply.response_json()))
-        }
+            },
+            reply,
+        })
     }
 
     /// Push `event` on a joined channel and wait for the reply.

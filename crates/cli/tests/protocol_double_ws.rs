@@ -1141,3 +1141,90 @@ async fn enqueue_on_another_node_wakes_workers_on_postgres() {
     c.close().await;
     o.stop().await;
 }
+
+/// What `gabbro worker` does: a run channel's first event sent right behind
+/// its join, without waiting for the join's reply. The server handles it
+/// after the join: answered normally behind an accepted join, `unmatched
+/// topic` behind a refused one (and nothing is applied).
+async fn event_behind_a_join(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    join_queue(
+        &mut c,
+        json!({"capacity": 1, "queues": {"*": 1}, "active_runs": []}),
+    )
+    .await;
+    let (run_id, _) = o.enqueue(json!({"p": 1})).await;
+    let (_, r) = claim_one(&mut c, "2").await;
+    let token = r["runs"][0]["token"].as_str().expect("token").to_string();
+    let topic = format!("run:{run_id}");
+
+    // Refused join (garbage token) with fetch:plan and run:start behind it.
+    c.send(&frame(
+        Some("3"),
+        "3",
+        &topic,
+        "phx_join",
+        json!({"token": "bad"}),
+    ))
+    .await;
+    c.send(&frame(Some("3"), "4", &topic, "fetch:plan", json!({})))
+        .await;
+    let started = json!({"timestamp": "1700000000000000"});
+    c.send(&frame(Some("3"), "5", &topic, "run:start", started.clone()))
+        .await;
+    for (msg_ref, reason) in [
+        ("3", "unauthorized"),
+        ("4", "unmatched topic"),
+        ("5", "unmatched topic"),
+    ] {
+        let Incoming::Text(f) = c.reply_to(msg_ref).await else {
+            panic!("text reply to {msg_ref}")
+        };
+        assert_eq!(f.payload["status"], "error", "{msg_ref}: {f:?}");
+        assert_eq!(
+            f.payload["response"],
+            json!({ "reason": reason }),
+            "{msg_ref}"
+        );
+    }
+    assert_eq!(o.run_state(&run_id).await, "claimed");
+
+    // Accepted join with fetch:plan behind it.
+    c.send(&frame(
+        Some("6"),
+        "6",
+        &topic,
+        "phx_join",
+        json!({"token": token}),
+    ))
+    .await;
+    c.send(&frame(Some("6"), "7", &topic, "fetch:plan", json!({})))
+        .await;
+    let Incoming::Text(join) = c.reply_to("6").await else {
+        panic!("text reply to the join")
+    };
+    assert_eq!(join.payload["status"], "ok", "{join:?}");
+    let Incoming::Text(plan) = c.reply_to("7").await else {
+        panic!("text reply to fetch:plan")
+    };
+    assert_eq!(plan.payload["status"], "ok", "{plan:?}");
+    assert_eq!(plan.payload["response"]["id"], json!(run_id));
+    let (s, r) = c
+        .call(&frame(Some("6"), "8", &topic, "run:start", started))
+        .await;
+    assert_eq!(s, "ok", "{r}");
+    assert_eq!(o.run_state(&run_id).await, "started");
+    c.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_behind_a_join_is_handled_after_it_on_sqlite() {
+    event_behind_a_join(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_behind_a_join_is_handled_after_it_on_postgres() {
+    event_behind_a_join(Backend::Postgres).await;
+}

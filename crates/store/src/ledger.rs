@@ -839,11 +839,15 @@ impl Store {
         while let Some(ev) = events.next() {
             let joined = matches!(ev, LedgerEvent::Joined { .. });
             let result = self.apply_event(run_id, worker_id, ev).await;
-            if joined && let Err(e) = &result {
-                // Nothing is applied under a join that was not recorded.
+            // Nothing is applied under a join that was not recorded.
+            let refused = match &result {
+                Err(e) if joined => Some(e.repeated()),
+                _ => None,
+            };
+            out.push(result);
+            if let Some(e) = refused {
                 out.extend(events.by_ref().map(|_| Err(e.repeated())));
             }
-            out.push(result);
         }
         out
     }

@@ -539,10 +539,23 @@ where
                 let Some(out) = out else {
                     return ConnEnd::Closed;
                 };
-                if out.generation != generation {
-                    continue; // meant for a connection that is gone
+                // This frame and whatever else is queued for this connection
+                // go out with one flush (one write for a pipelined burst).
+                let mut written = Ok(());
+                for out in std::iter::once(out).chain(std::iter::from_fn(|| out_rx.try_recv().ok())) {
+                    if out.generation != generation {
+                        continue; // meant for a connection that is gone
+                    }
+                    written = sink.feed(Message::text(out.text)).await;
+                    if written.is_err() {
+                        break;
+                    }
                 }
-                if let Err(e) = sink.send(Message::text(out.text)).await {
+                let flushed = match written {
+                    Ok(()) => sink.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = flushed {
                     return ConnEnd::Error(e.to_string());
                 }
             }

@@ -37,7 +37,13 @@ pub(crate) async fn serve(ctx: Arc<Inner>, claims: WorkerClaims, ws: WebSocket) 
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
+            // Whatever is already queued goes out with this frame in one
+            // flush: one write for a burst of replies, not one per frame.
+            let mut ok = sink.feed(m).await.is_ok();
+            while ok && let Ok(more) = rx.try_recv() {
+                ok = sink.feed(more).await.is_ok();
+            }
+            if !ok || sink.flush().await.is_err() {
                 break;
             }
         }

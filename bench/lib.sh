@@ -123,6 +123,12 @@ cpu_s() {
   awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# CPU seconds of a process and of its children that exited and were waited
+# for (a run child forks a process per run: its time is counted here).
+cpu_tree_s() {
+  awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13 + $14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # Direct children of a process.
 children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 

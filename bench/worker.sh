@@ -51,7 +51,7 @@ children_pss() {
 
 children_cpu() {
   local c
-  for c in $(children "$SERVER_PID"); do cpu_s "$c"; done | awk '{s += $1} END {printf "%.2f\n", s}'
+  for c in $(children "$SERVER_PID"); do cpu_tree_s "$c"; done | awk '{s += $1} END {printf "%.2f\n", s}'
 }
 
 drain() {

@@ -35,26 +35,12 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gabbro: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
+    // The child forks a process per run, so it must start no thread first:
+    // it runs before (and instead of) the multi-threaded runtime.
+    let result = match cli.command {
+        Command::Child => gabbro_runtime::child::serve(),
+        command => run_async(command),
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => gabbro_server::serve(args).await,
-            Command::Worker(args) => gabbro_worker::run(args).await,
-            Command::Run(args) => gabbro_runtime::cli::run(args).await,
-            Command::Child => gabbro_runtime::child::serve().await,
-            Command::Deploy(args) => gabbro_deploy::deploy(args).await,
-            Command::Pull(args) => gabbro_deploy::pull(args).await,
-        }
-    });
     match result {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -62,4 +48,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(1)
         }
     }
+}
+
+fn run_async(command: Command) -> anyhow::Result<i32> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => anyhow::bail!("cannot start the async runtime: {e}"),
+    };
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => gabbro_server::serve(args).await,
+            Command::Worker(args) => gabbro_worker::run(args).await,
+            Command::Run(args) => gabbro_runtime::cli::run(args).await,
+            Command::Child => anyhow::bail!("child mode runs before the async runtime"),
+            Command::Deploy(args) => gabbro_deploy::deploy(args).await,
+            Command::Pull(args) => gabbro_deploy::pull(args).await,
+        }
+    })
 }

@@ -332,3 +332,108 @@ async fn child_mode_exits_mid_run_when_its_parent_dies() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A child-mode request for `expression`, as one JSON line.
+fn child_request(expression: &str, timeout_ms: u64) -> String {
+    let request = json!({
+        "plan": {"workflow": {"steps": [{"id": "a", "adaptors": ["@openfn/language-common@latest"],
+            "expression": expression}]}},
+        "input": {"data": {}},
+        "limits": {"timeout_ms": timeout_ms, "memory_limit_mb": 128, "payload_limit_mb": 10.0, "log_payload_limit_mb": 1.0},
+        "secrets": []
+    });
+    format!("{request}\n")
+}
+
+/// Reads events until `run-complete`; returns it.
+async fn run_complete(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("child closed stdout mid-run");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "run-complete" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn child_mode_runs_do_not_see_each_others_globals_or_adaptor_state() {
+    // Each run executes in a fork of the child's prepared engine: what one
+    // run leaves in the global object or in an adaptor's module is gone for
+    // the next.
+    let mut child = tokio::process::Command::new(GABBRO)
+        .arg("__child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let leave = "fn(state => { globalThis.left = 42; Object.prototype.polluted = 1; \
+                 Array.prototype.push = null; return state; });";
+    stdin
+        .write_all(child_request(leave, 10000).as_bytes())
+        .await
+        .unwrap();
+    let first = run_complete(&mut lines).await;
+    assert_eq!(first["reason"], "success", "{first}");
+    let look = "fn(state => { const seen = []; seen.push(typeof globalThis.left, typeof ({}).polluted); \
+                return { ...state, seen }; });";
+    stdin
+        .write_all(child_request(look, 10000).as_bytes())
+        .await
+        .unwrap();
+    let second = run_complete(&mut lines).await;
+    assert_eq!(second["reason"], "success", "{second}");
+    let state: Value = serde_json::from_str(second["final_state_json"].as_str().unwrap()).unwrap();
+    assert_eq!(state["seen"], json!(["undefined", "undefined"]), "{state}");
+    drop(stdin);
+    let _ = child.wait().await;
+}
+
+#[tokio::test]
+async fn child_mode_dies_as_its_run_process_died() {
+    // The run's process (a fork of the child) is killed mid-run: the child
+    // dies of the same signal without a `run-complete`, which is what the
+    // worker's pool reports (here SIGKILL, as the kernel's OOM killer sends).
+    let mut child = tokio::process::Command::new(GABBRO)
+        .arg("__child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    stdin
+        .write_all(child_request("fn(state => { while (true) {} });", 60000).as_bytes())
+        .await
+        .unwrap();
+    // The run has started once its first event is out.
+    let first: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "run-start", "{first}");
+    let forks = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let run_pid: i32 = forks
+        .split_whitespace()
+        .next()
+        .expect("the run executes in a child process of its own")
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(run_pid, libc::SIGKILL) }, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("the child outlived its run's process")
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    while let Ok(Some(line)) = lines.next_line().await {
+        assert!(!line.contains("run-complete"), "{line}");
+    }
+}

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::adaptors;
 use crate::compiler::{self, AdaptorExports};
 use crate::engine::{Engine, EngineFailure, StepOutcome};
-use crate::events::{Event, ExitReason, Limits, StepMemory};
+use crate::events::{Event, ExitReason, Limits, LogLine, StepMemory};
 use crate::logs::{LogPolicy, now_us, secrets_of};
 use crate::plan::{Edge, Plan, Step};
 
@@ -81,7 +82,39 @@ pub async fn execute(
     secrets: &[String],
     on_event: &mut dyn FnMut(Event),
 ) -> RunReport {
-    let report = execute_inner(plan, input, limits, secrets, on_event).await;
+    execute_in(None, plan, input, limits, secrets, on_event).await
+}
+
+/// An engine built ahead of its run, with every built-in adaptor loaded:
+/// what the worker's run processes are forked from (`child::serve`), so a
+/// run skips building a QuickJS runtime and loading its modules.
+pub struct WarmEngine {
+    engine: Engine,
+    logs: UnboundedReceiver<LogLine>,
+}
+
+impl WarmEngine {
+    pub async fn new() -> Result<WarmEngine, String> {
+        let (engine, logs) = Engine::unarmed().await.map_err(|f| format!("{f:?}"))?;
+        let names: Vec<&str> = adaptors::available().iter().map(|a| a.name).collect();
+        engine.warm(&names).await.map_err(|f| format!("{f:?}"))?;
+        Ok(WarmEngine { engine, logs })
+    }
+}
+
+/// [`execute`] on `warm` if given, else on a fresh engine. A warm engine
+/// serves one run: the caller forks before each run and gives the fork its
+/// copy (`child::serve`), so no run sees another's. It is not dropped here
+/// (a fresh engine is): a fork exits without freeing it, which is the point.
+pub async fn execute_in(
+    warm: Option<&mut WarmEngine>,
+    plan: &Plan,
+    input: Value,
+    limits: &Limits,
+    secrets: &[String],
+    on_event: &mut dyn FnMut(Event),
+) -> RunReport {
+    let report = execute_inner(warm, plan, input, limits, secrets, on_event).await;
     let final_state_json = report.final_state.as_ref().map(|v| v.to_string());
     let leaves = report.leaves.clone();
     on_event(Event::RunComplete {
@@ -112,6 +145,7 @@ fn secrets_for(plan: &Plan, input: &Value, secrets: &[String]) -> Vec<String> {
 }
 
 async fn execute_inner(
+    warm: Option<&mut WarmEngine>,
     plan: &Plan,
     input: Value,
     limits: &Limits,
@@ -221,16 +255,26 @@ async fn execute_inner(
     }
 
     // 2. The engine, with the adaptors loaded and the edges compiled.
-    let (engine, mut logs) = match Engine::new(limits, deadline, policy.clone()).await {
-        Ok(x) => x,
-        Err(f) => return failure_report(f, limits, Vec::new()),
+    let mut fresh = None;
+    let (engine, logs) = match warm {
+        Some(WarmEngine { engine, logs }) => {
+            engine.arm(limits, deadline, policy.clone());
+            (&*engine, logs)
+        }
+        None => match Engine::new(limits, deadline, policy.clone()).await {
+            Ok(x) => {
+                let (engine, logs) = fresh.insert(x);
+                (&*engine, logs)
+            }
+            Err(f) => return failure_report(f, limits, Vec::new()),
+        },
     };
     for (name, code) in compiled {
         engine.add_job(&name, code);
     }
     let adaptor_names: Vec<&str> = used_adaptors.iter().map(|a| a.name).collect();
     if let Err(f) = engine.preload(&adaptor_names).await {
-        drain(&mut logs, on_event);
+        drain(logs, on_event);
         return failure_report(f, limits, Vec::new());
     }
     for step in &plan.steps {
@@ -282,7 +326,7 @@ async fn execute_inner(
         let Some(prep) = prepared.get(id) else {
             // An empty step (a trigger): its input passes through.
             let next = match follow_edges(
-                &engine,
+                engine,
                 step,
                 step_input.as_ref().map(|v| v.to_string()).as_deref(),
                 &step_input,
@@ -338,7 +382,7 @@ async fn execute_inner(
                 }
             }
         };
-        drain(&mut logs, on_event);
+        drain(logs, on_event);
         engine.set_current_step(None);
         let duration_ms = step_started.elapsed().as_millis() as u64;
         let mem = Some(StepMemory {
@@ -426,7 +470,7 @@ async fn execute_inner(
                 run_abort = Some((reason, e.name.clone(), e.message.clone()));
             }
         } else {
-            match follow_edges(&engine, step, output_json.as_deref(), &output).await {
+            match follow_edges(engine, step, output_json.as_deref(), &output).await {
                 Ok(n) => next = n,
                 Err(Abort::Edge(msg)) => {
                     reason = ExitReason::Crash;

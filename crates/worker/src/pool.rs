@@ -228,7 +228,7 @@ impl Pool {
                     );
                 }
                 _ = poll.tick() => {
-                    last_rss = resident_bytes(child.pid).unwrap_or(last_rss);
+                    last_rss = run_resident_bytes(child.pid).unwrap_or(last_rss);
                     if last_rss > memory_cap {
                         tracing::warn!(pid = child.pid, rss = last_rss, cap = memory_cap, "runtime process over its memory limit; killing it");
                         kill(&mut child).await;
@@ -283,6 +283,21 @@ fn classify_exit(
         },
         None => died(Reason::Crash, "ExitError", "Process stopped answering"),
     }
+}
+
+/// Resident set size of the process executing a run on `child`: the child
+/// forks a process per run (`gabbro_runtime::child`), so that one when it
+/// exists, else the child itself. Killing the child kills the run's process
+/// too (it dies with its parent).
+fn run_resident_bytes(child: u32) -> Option<u64> {
+    let forks = std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).ok();
+    let largest = forks
+        .iter()
+        .flat_map(|list| list.split_whitespace())
+        .filter_map(|pid| pid.parse().ok())
+        .filter_map(resident_bytes)
+        .max();
+    largest.or_else(|| resident_bytes(child))
 }
 
 /// Resident set size of `pid`, from `/proc/<pid>/statm`.

@@ -12,6 +12,7 @@ use rquickjs::allocator::{Allocator, RustAllocator};
 /// Shared view of the allocator's accounting.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryGauge {
+    limit: Arc<AtomicUsize>,
     used: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     exhausted: Arc<AtomicBool>,
@@ -36,21 +37,25 @@ impl MemoryGauge {
     pub fn cut_off(&self) {
         self.cut_off.store(true, Ordering::Relaxed);
     }
+    /// Sets the heap limit. An engine built before its run is known (the
+    /// worker's forked run processes) gets the run's limit this way.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
 }
 
 pub struct LimitedAllocator {
     inner: RustAllocator,
-    limit: usize,
     gauge: MemoryGauge,
 }
 
 impl LimitedAllocator {
     pub fn new(limit: usize) -> (Self, MemoryGauge) {
         let gauge = MemoryGauge::default();
+        gauge.set_limit(limit);
         (
             LimitedAllocator {
                 inner: RustAllocator,
-                limit,
                 gauge: gauge.clone(),
             },
             gauge,
@@ -62,7 +67,7 @@ impl LimitedAllocator {
             return false;
         }
         let used = self.gauge.used.load(Ordering::Relaxed);
-        if used.saturating_add(extra) > self.limit {
+        if used.saturating_add(extra) > self.gauge.limit.load(Ordering::Relaxed) {
             self.gauge.exhausted.store(true, Ordering::Relaxed);
             false
         } else {

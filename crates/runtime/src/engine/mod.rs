@@ -66,8 +66,26 @@ pub struct Engine {
     ctx: AsyncContext,
     jobs: JobSources,
     gauge: MemoryGauge,
-    deadline: Instant,
+    bounds: Arc<RunBounds>,
     current_step: Arc<Mutex<Option<String>>>,
+}
+
+/// The parts of an engine that belong to one run: set by [`Engine::arm`],
+/// so an engine can be built (and its modules loaded) before its run is
+/// known.
+struct RunBounds {
+    deadline: Mutex<Instant>,
+    policy: Mutex<LogPolicy>,
+}
+
+impl RunBounds {
+    fn deadline(&self) -> Instant {
+        match self.deadline.lock() {
+            Ok(d) => *d,
+            // A poisoned lock means a panic mid-run: treat the run as late.
+            Err(_) => Instant::now(),
+        }
+    }
 }
 
 fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
@@ -91,21 +109,36 @@ fn exception_text(ctx: &Ctx<'_>, err: rquickjs::Error) -> String {
 }
 
 impl Engine {
-    /// A fresh runtime and context with the sandbox installed. Log lines
-    /// arrive on the returned receiver as they are written.
+    /// A fresh runtime and context with the sandbox installed, armed for a
+    /// run. Log lines arrive on the returned receiver as they are written.
     pub async fn new(
         limits: &Limits,
         deadline: Instant,
         policy: LogPolicy,
     ) -> Result<(Engine, UnboundedReceiver<LogLine>), EngineFailure> {
-        let limit = (limits.memory_limit_mb as usize).saturating_mul(1024 * 1024);
-        let (allocator, gauge) = LimitedAllocator::new(limit.max(8 * 1024 * 1024));
+        let (engine, logs) = Engine::unarmed().await?;
+        engine.arm(limits, deadline, policy);
+        Ok((engine, logs))
+    }
+
+    /// A fresh runtime and context with the sandbox installed but no run's
+    /// limits yet: no heap limit, no deadline, no secrets to scrub. Call
+    /// [`Engine::arm`] before any job code runs.
+    pub async fn unarmed() -> Result<(Engine, UnboundedReceiver<LogLine>), EngineFailure> {
+        let (allocator, gauge) = LimitedAllocator::new(usize::MAX);
         let rt = AsyncRuntime::new_with_alloc(allocator)
             .map_err(|e| EngineFailure::Internal(e.to_string()))?;
         rt.set_max_stack_size(STACK_LIMIT).await;
+        // Far enough to never fire before `arm` sets the run's deadline.
+        let unbounded = Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600);
+        let bounds = Arc::new(RunBounds {
+            deadline: Mutex::new(unbounded),
+            policy: Mutex::new(LogPolicy::default()),
+        });
         let gauge_for_interrupt = gauge.clone();
+        let bounds_for_interrupt = bounds.clone();
         rt.set_interrupt_handler(Some(Box::new(move || {
-            let late = Instant::now() >= deadline;
+            let late = Instant::now() >= bounds_for_interrupt.deadline();
             if late {
                 gauge_for_interrupt.cut_off();
             }
@@ -125,6 +158,7 @@ impl Engine {
         let (tx, rx) = unbounded_channel();
         let current_step = Arc::new(Mutex::new(None));
         let step_for_log = current_step.clone();
+        let bounds_for_log = bounds.clone();
         ctx.with(move |ctx| -> Result<(), String> {
             let setup = || -> rquickjs::Result<()> {
                 let (module, promise) =
@@ -132,7 +166,7 @@ impl Engine {
                 promise.finish::<()>()?;
                 let ns = module.namespace()?;
                 let install: Function = ns.get("install")?;
-                let log = Func::from(native_log(tx, policy, step_for_log));
+                let log = Func::from(native_log(tx, bounds_for_log, step_for_log));
                 let sleep = Func::from(Async(|ms: f64| async move {
                     let ms = if ms.is_finite() && ms > 0.0 { ms } else { 0.0 };
                     tokio::time::sleep(Duration::from_micros((ms * 1000.0) as u64)).await;
@@ -150,11 +184,23 @@ impl Engine {
                 ctx,
                 jobs,
                 gauge,
-                deadline,
+                bounds,
                 current_step,
             },
             rx,
         ))
+    }
+
+    /// Gives the engine its run's heap limit, deadline and log policy.
+    pub fn arm(&self, limits: &Limits, deadline: Instant, policy: LogPolicy) {
+        let limit = (limits.memory_limit_mb as usize).saturating_mul(1024 * 1024);
+        self.gauge.set_limit(limit.max(8 * 1024 * 1024));
+        if let Ok(mut d) = self.bounds.deadline.lock() {
+            *d = deadline;
+        }
+        if let Ok(mut p) = self.bounds.policy.lock() {
+            *p = policy;
+        }
     }
 
     pub fn gauge(&self) -> &MemoryGauge {
@@ -177,7 +223,7 @@ impl Engine {
     fn failure_after(&self, message: String) -> EngineFailure {
         if self.gauge.exhausted() {
             EngineFailure::OutOfMemory
-        } else if Instant::now() >= self.deadline {
+        } else if Instant::now() >= self.bounds.deadline() {
             EngineFailure::Timeout
         } else {
             EngineFailure::Internal(message)
@@ -188,6 +234,16 @@ impl Engine {
     /// job code, with code generation still allowed), then refuses `eval`
     /// and `Function` for everything that follows.
     pub async fn preload(&self, adaptors: &[&str]) -> Result<(), EngineFailure> {
+        self.import(adaptors, true).await
+    }
+
+    /// Loads adaptors without locking the engine down: for an engine built
+    /// ahead of its run, which calls [`Engine::preload`] once it knows it.
+    pub async fn warm(&self, adaptors: &[&str]) -> Result<(), EngineFailure> {
+        self.import(adaptors, false).await
+    }
+
+    async fn import(&self, adaptors: &[&str], lock_down: bool) -> Result<(), EngineFailure> {
         let names: Vec<String> = adaptors.iter().map(|s| s.to_string()).collect();
         let res = self
             .ctx
@@ -197,9 +253,11 @@ impl Engine {
                         let p: Promise = Module::import(&ctx, name.as_str())?;
                         p.into_future::<Value>().await?;
                     }
-                    let glue = glue_namespace(&ctx)?;
-                    let lockdown: Function = glue.get("lockdown")?;
-                    lockdown.call::<_, ()>(())?;
+                    if lock_down {
+                        let glue = glue_namespace(&ctx)?;
+                        let lockdown: Function = glue.get("lockdown")?;
+                        lockdown.call::<_, ()>(())?;
+                    }
                     Ok(())
                 };
                 run().await.map_err(|e| exception_text(&ctx, e))
@@ -317,7 +375,7 @@ impl Engine {
         if self.gauge.exhausted() {
             return Err(EngineFailure::OutOfMemory);
         }
-        if Instant::now() >= self.deadline {
+        if Instant::now() >= self.bounds.deadline() {
             return Err(EngineFailure::Timeout);
         }
         res.map_err(|m| self.failure_after(m))
@@ -343,11 +401,15 @@ fn glue_namespace<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
 /// The native behind console and adaptor logging: `(level, source, json)`.
 fn native_log(
     tx: UnboundedSender<LogLine>,
-    policy: LogPolicy,
+    bounds: Arc<RunBounds>,
     step: Arc<Mutex<Option<String>>>,
 ) -> impl Fn(String, String, String) + Send + 'static {
     move |level: String, source: String, json: String| {
-        let message = policy.message_from_json(&json);
+        let message = match bounds.policy.lock() {
+            Ok(policy) => policy.message_from_json(&json),
+            // Never log unscrubbed: a poisoned policy drops the message.
+            Err(_) => vec![Json::String(crate::logs::SCRUBBED.into())],
+        };
         let step = step.lock().ok().and_then(|s| s.clone());
         let _ = tx.send(LogLine {
             level,

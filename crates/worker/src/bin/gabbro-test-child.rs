@@ -4,17 +4,8 @@
 //! `gabbro __child` instead.
 
 fn main() -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("gabbro-test-child: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    match rt.block_on(gabbro_runtime::child::serve()) {
+    // No async runtime here: the child mode forks, so it starts its own.
+    match gabbro_runtime::child::serve() {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("gabbro-test-child: {e:#}");

@@ -336,6 +336,34 @@ async fn insert_log_lines(
     now: i64,
     known_steps: &mut Vec<String>,
 ) -> Result<Vec<String>> {
+    let mut rows = Vec::with_capacity(lines.len());
+    let ids = check_log_lines(c, run_id, lines, seq, now, known_steps, &mut rows).await?;
+    insert_log_rows(c, run_id, &rows).await?;
+    Ok(ids)
+}
+
+/// A log line as stored, checked and waiting for [`insert_log_rows`].
+struct LogRow {
+    id: String,
+    step_id: Option<String>,
+    seq: Option<i64>,
+    level: String,
+    source: String,
+    message: String,
+    timestamp: i64,
+}
+
+/// Checks log lines under one `seq` (each line's step must be a step of
+/// the run) and turns them into rows (pushed on `rows`); returns their ids.
+async fn check_log_lines(
+    c: &mut Conn<'_>,
+    run_id: &str,
+    lines: &[NewLogLine],
+    seq: Option<u64>,
+    now: i64,
+    known_steps: &mut Vec<String>,
+    rows: &mut Vec<LogRow>,
+) -> Result<Vec<String>> {
     let mut ids = Vec::with_capacity(lines.len());
     for line in lines {
         if let Some(step) = &line.step_id
@@ -358,23 +386,83 @@ async fn insert_log_lines(
             known_steps.push(step.clone());
         }
         let id = new_id();
-        let source: String = line.source.chars().take(8).collect();
-        exec!(
-            c,
-            "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &id,
-            run_id,
-            &line.step_id,
-            seq.map(|s| s as i64),
-            &line.level,
-            source,
-            render_message(&line.message),
-            line.timestamp.unwrap_or(now)
-        )?;
+        rows.push(LogRow {
+            id: id.clone(),
+            step_id: line.step_id.clone(),
+            seq: seq.map(|s| s as i64),
+            level: line.level.clone(),
+            source: line.source.chars().take(8).collect(),
+            message: render_message(&line.message),
+            timestamp: line.timestamp.unwrap_or(now),
+        });
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// Log rows per `INSERT` (8 parameters each; far below both databases'
+/// limits on parameters per statement).
+const LOG_ROWS_PER_INSERT: usize = 64;
+
+/// Inserts checked log rows, many per statement: a one-step run logs about
+/// eight lines, and on SQLite every statement is a round trip to the
+/// connection's thread.
+async fn insert_log_rows(c: &mut Conn<'_>, run_id: &str, rows: &[LogRow]) -> Result<()> {
+    for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            ));
+        }
+        // Bound row by row, so the two backends' queries are built alike.
+        macro_rules! bind_rows {
+            ($query:expr) => {{
+                let mut q = $query;
+                for r in chunk {
+                    q = q
+                        .bind(&r.id)
+                        .bind(run_id)
+                        .bind(&r.step_id)
+                        .bind(r.seq)
+                        .bind(&r.level)
+                        .bind(&r.source)
+                        .bind(&r.message)
+                        .bind(r.timestamp);
+                }
+                q
+            }};
+        }
+        // Only placeholders are generated; every value is bound.
+        let sql = sqlx::AssertSqlSafe(sql);
+        match c.reborrow() {
+            Conn::Sqlite(conn) => {
+                bind_rows!(sqlx::query::<sqlx::Sqlite>(sql))
+                    .execute(conn)
+                    .await?;
+            }
+            Conn::Postgres(conn) => {
+                bind_rows!(sqlx::query::<sqlx::Postgres>(sql))
+                    .execute(conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The run's final state; the work order follows.
@@ -913,6 +1001,7 @@ impl Store {
                     seen_seq: None,
                     joined: false,
                     known_steps: Vec::new(),
+                    log_rows: Vec::new(),
                     run_id,
                     run,
                 };
@@ -920,15 +1009,20 @@ impl Store {
                 for ev in events.iter() {
                     out.push(batch.apply(c, ev).await?);
                 }
+                insert_log_rows(c, &batch.run_id, &batch.log_rows).await?;
                 if batch.joined {
                     exec!(
                         c,
-                        "UPDATE runs SET joined_at = COALESCE(joined_at, $2) WHERE id = $1",
+                        "UPDATE runs SET joined_at = COALESCE(joined_at, $2), last_heard_at = $2,
+                                last_seq = COALESCE($3, last_seq)
+                         WHERE id = $1",
                         &batch.run_id,
-                        batch.now
+                        batch.now,
+                        batch.seen_seq.map(|s| s as i64)
                     )?;
+                } else {
+                    touch(c, &batch.run_id, batch.now, batch.seen_seq).await?;
                 }
-                touch(c, &batch.run_id, batch.now, batch.seen_seq).await?;
                 Ok(out)
             })
         })
@@ -950,6 +1044,8 @@ struct FreshBatch {
     joined: bool,
     /// Steps of the run checked or created in this transaction.
     known_steps: Vec<String>,
+    /// The batch's log lines, checked, inserted together at its end.
+    log_rows: Vec<LogRow>,
 }
 
 impl FreshBatch {
@@ -1014,7 +1110,16 @@ impl FreshBatch {
                 Applied::Step(e.step_id.clone())
             }
             LedgerEvent::Logs { lines, seq } => Applied::Logs(
-                insert_log_lines(c, run_id, lines, *seq, now, &mut self.known_steps).await?,
+                check_log_lines(
+                    c,
+                    run_id,
+                    lines,
+                    *seq,
+                    now,
+                    &mut self.known_steps,
+                    &mut self.log_rows,
+                )
+                .await?,
             ),
             LedgerEvent::RunComplete(e) => {
                 let target = e

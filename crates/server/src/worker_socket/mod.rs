@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Connected workers, for the queue dashboard.
     pub workers: Arc<crate::workers::ConnectedWorkers>,
+    /// Parsed workflow snapshots, by id (they never change).
+    pub snapshots: run_data::SnapshotCache,
 }
 
 impl WorkerSocket {
@@ -135,6 +137,7 @@ impl WorkerSocket {
                 settings,
                 metrics,
                 workers,
+                snapshots: run_data::SnapshotCache::default(),
             }),
         })
     }

@@ -3,6 +3,7 @@
 //! arrived together are applied in one transaction when they can be.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use gabbro_protocol::frame::PHX_LEAVE;
 use gabbro_protocol::{
@@ -102,7 +103,7 @@ struct Pending {
 struct RunChannel {
     peer: Peer,
     run: RunRow,
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     scrubber: Scrubber,
     /// The run's credentials, read and decrypted once at the join (for the
     /// scrubber); `fetch:credential` answers from here.
@@ -162,7 +163,9 @@ async fn authorize(peer: &Peer, join: &Frame) -> Result<RunChannel, &'static str
     if run.worker_id.as_deref() != Some(peer.worker_id.as_str()) {
         return Err(unauthorized);
     }
-    let snapshot = run_data::load_snapshot(&ctx.store, &run.snapshot_id)
+    let snapshot = ctx
+        .snapshots
+        .get(&ctx.store, &run.snapshot_id)
         .await
         .map_err(|e| {
             tracing::error!(run_id, error = %e, "cannot load the run's snapshot");

@@ -1,6 +1,8 @@
 //! What a run channel reads: the run, its snapshot, its input dataclip and
 //! its credentials. (Writes go through the store's ledger.)
 
+use std::sync::Arc;
+
 use gabbro_store::{Result, Store, StoreError, Vault, fetch_optional, scalar};
 use serde_json::Value;
 
@@ -34,7 +36,42 @@ pub(crate) async fn load_run(store: &Store, run_id: &str) -> Result<Option<RunRo
     )?)
 }
 
-pub(crate) async fn load_snapshot(store: &Store, snapshot_id: &str) -> Result<Snapshot> {
+/// Workflow snapshots already read and parsed. A snapshot is immutable (a
+/// changed workflow gets a new one), so an entry is never stale; every run
+/// of a workflow version shares one, instead of a read and a parse per run
+/// channel.
+#[derive(Default)]
+pub(crate) struct SnapshotCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<Snapshot>>>,
+}
+
+/// Snapshots kept at most; past it the cache starts again empty (the
+/// snapshots in use come back at their next run).
+const SNAPSHOTS_KEPT: usize = 1024;
+
+impl SnapshotCache {
+    /// The snapshot `snapshot_id`, from the cache or the store.
+    pub(crate) async fn get(&self, store: &Store, snapshot_id: &str) -> Result<Arc<Snapshot>> {
+        if let Some(s) = self
+            .parsed
+            .lock()
+            .ok()
+            .and_then(|m| m.get(snapshot_id).cloned())
+        {
+            return Ok(s);
+        }
+        let snapshot = Arc::new(load_snapshot(store, snapshot_id).await?);
+        if let Ok(mut m) = self.parsed.lock() {
+            if m.len() >= SNAPSHOTS_KEPT {
+                m.clear();
+            }
+            m.insert(snapshot_id.to_string(), snapshot.clone());
+        }
+        Ok(snapshot)
+    }
+}
+
+async fn load_snapshot(store: &Store, snapshot_id: &str) -> Result<Snapshot> {
     let mut conn = store.read().await?;
     let mut c = conn.reborrow();
     let body: Option<String> = scalar!(

@@ -124,11 +124,18 @@ fn run_in_fork(line: &str, warm: &mut WarmEngine) -> ! {
             .spawn_scoped(scope, || run_on_this_thread(line, warm))
             .map(|t| t.join().is_ok())
     });
-    if let Err(e) = ran {
-        emit(&run_failed(
+    match ran {
+        Ok(true) => {}
+        // Panics inside the run are caught and reported by `serve_one`;
+        // one outside it still must not leave the worker waiting.
+        Ok(false) => emit(&run_failed(
+            "ExecutionError",
+            "the run's thread panicked".into(),
+        )),
+        Err(e) => emit(&run_failed(
             "ExecutionError",
             format!("cannot start the run's thread: {e}"),
-        ));
+        )),
     }
     let _ = std::io::stdout().flush();
     // SAFETY: _exit ends the process without running destructors, which is

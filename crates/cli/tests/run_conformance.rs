@@ -200,24 +200,12 @@ async fn help_documents_every_flag() {
 
 #[tokio::test]
 async fn child_mode_streams_events_for_consecutive_runs_and_exits_on_eof() {
-    let mut child = tokio::process::Command::new(GABBRO)
-        .arg("__child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdin, mut lines) = spawn_child();
     for n in 1..=2 {
-        let request = json!({
-            "plan": {"workflow": {"steps": [{"id": "a", "adaptors": ["@openfn/language-common@latest"],
-                "expression": format!("fn(state => {{ console.log('run {n}'); return {{ ...state, n: {n} }}; }});")}]}},
-            "input": {"data": {}},
-            "limits": {"timeout_ms": 10000, "memory_limit_mb": 128, "payload_limit_mb": 10.0, "log_payload_limit_mb": 1.0},
-            "secrets": []
-        });
+        let job =
+            format!("fn(state => {{ console.log('run {n}'); return {{ ...state, n: {n} }}; }});");
         stdin
-            .write_all(format!("{request}\n").as_bytes())
+            .write_all(child_request(&job, 10000).as_bytes())
             .await
             .unwrap();
         let mut kinds = Vec::new();
@@ -333,6 +321,23 @@ async fn child_mode_exits_mid_run_when_its_parent_dies() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `gabbro __child` with piped stdin and stdout (as lines).
+fn spawn_child() -> (
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = tokio::process::Command::new(GABBRO)
+        .arg("__child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, stdin, lines)
+}
+
 /// A child-mode request for `expression`, as one JSON line.
 fn child_request(expression: &str, timeout_ms: u64) -> String {
     let request = json!({
@@ -367,14 +372,7 @@ async fn child_mode_runs_do_not_see_each_others_globals_or_adaptor_state() {
     // Each run executes in a fork of the child's prepared engine: what one
     // run leaves in the global object or in an adaptor's module is gone for
     // the next.
-    let mut child = tokio::process::Command::new(GABBRO)
-        .arg("__child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdin, mut lines) = spawn_child();
     let leave = "fn(state => { globalThis.left = 42; Object.prototype.polluted = 1; \
                  Array.prototype.push = null; return state; });";
     stdin
@@ -402,15 +400,8 @@ async fn child_mode_dies_as_its_run_process_died() {
     // The run's process (a fork of the child) is killed mid-run: the child
     // dies of the same signal without a `run-complete`, which is what the
     // worker's pool reports (here SIGKILL, as the kernel's OOM killer sends).
-    let mut child = tokio::process::Command::new(GABBRO)
-        .arg("__child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, mut stdin, mut lines) = spawn_child();
     let pid = child.id().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     stdin
         .write_all(child_request("fn(state => { while (true) {} });", 60000).as_bytes())
         .await

@@ -41,12 +41,15 @@ post_one() {
   curl -fsS -o /dev/null -H 'Content-Type: application/json' --data-binary "@$BODY" "$URL/i/$HOOK"
 }
 
-# Sum of PSS (kB) and count of the server's child processes.
+# Sum of PSS (kB) of the server's child processes (the run children) and of
+# their own children (a run child's fork per run, alive while its run
+# executes, so a sample catches only some), and the count of run children.
 children_pss() {
-  local total=0 n=0 c
+  local total=0 n=0 c g
   for c in $(children "$SERVER_PID"); do
     total=$((total + $(pss_kb "$c")))
     n=$((n + 1))
+    for g in $(children "$c"); do total=$((total + $(pss_kb "$g"))); done
   done
   echo "$total $n"
 }

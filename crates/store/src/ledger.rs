@@ -20,6 +20,7 @@ use gabbro_model::{
     ExitReason, RunOptions, RunState, Transition, check_transition, work_order_state,
 };
 
+use crate::dynamic::{Bind, exec_dynamic};
 use crate::queue::release_slot;
 use crate::{
     Conn, Result, Store, StoreError, db_now_us, exec, fetch_optional, new_id, scalar, scalars,
@@ -338,7 +339,7 @@ async fn insert_log_lines(
 ) -> Result<Vec<String>> {
     let mut rows = Vec::with_capacity(lines.len());
     let ids = check_log_lines(c, run_id, lines, seq, now, known_steps, &mut rows).await?;
-    insert_log_rows(c, run_id, &rows).await?;
+    insert_log_rows(c, run_id, rows).await?;
     Ok(ids)
 }
 
@@ -407,60 +408,44 @@ const LOG_ROWS_PER_INSERT: usize = 64;
 /// Inserts checked log rows, many per statement: a one-step run logs about
 /// eight lines, and on SQLite every statement is a round trip to the
 /// connection's thread.
-async fn insert_log_rows(c: &mut Conn<'_>, run_id: &str, rows: &[LogRow]) -> Result<()> {
-    for chunk in rows.chunks(LOG_ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp) VALUES ",
+async fn insert_log_rows(c: &mut Conn<'_>, run_id: &str, rows: Vec<LogRow>) -> Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<LogRow> = rows.by_ref().take(LOG_ROWS_PER_INSERT).collect();
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO log_lines (id, run_id, step_id, seq, level, source, message, timestamp) VALUES {}",
+            placeholders.join(", ")
         );
-        for i in 0..chunk.len() {
-            let p = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8
-            ));
+        let mut binds = Vec::with_capacity(chunk.len() * 8);
+        for r in chunk {
+            binds.extend([
+                Bind::Text(r.id),
+                Bind::Text(run_id.to_string()),
+                Bind::OptText(r.step_id),
+                Bind::OptInt(r.seq),
+                Bind::Text(r.level),
+                Bind::Text(r.source),
+                Bind::Text(r.message),
+                Bind::Int(r.timestamp),
+            ]);
         }
-        // Bound row by row, so the two backends' queries are built alike.
-        macro_rules! bind_rows {
-            ($query:expr) => {{
-                let mut q = $query;
-                for r in chunk {
-                    q = q
-                        .bind(&r.id)
-                        .bind(run_id)
-                        .bind(&r.step_id)
-                        .bind(r.seq)
-                        .bind(&r.level)
-                        .bind(&r.source)
-                        .bind(&r.message)
-                        .bind(r.timestamp);
-                }
-                q
-            }};
-        }
-        // Only placeholders are generated; every value is bound.
-        let sql = sqlx::AssertSqlSafe(sql);
-        match c.reborrow() {
-            Conn::Sqlite(conn) => {
-                bind_rows!(sqlx::query::<sqlx::Sqlite>(sql))
-                    .execute(conn)
-                    .await?;
-            }
-            Conn::Postgres(conn) => {
-                bind_rows!(sqlx::query::<sqlx::Postgres>(sql))
-                    .execute(conn)
-                    .await?;
-            }
-        }
+        exec_dynamic(c, sql, binds).await?;
     }
     Ok(())
 }
@@ -1009,7 +994,7 @@ impl Store {
                 for ev in events.iter() {
                     out.push(batch.apply(c, ev).await?);
                 }
-                insert_log_rows(c, &batch.run_id, &batch.log_rows).await?;
+                insert_log_rows(c, &batch.run_id, std::mem::take(&mut batch.log_rows)).await?;
                 if batch.joined {
                     exec!(
                         c,

@@ -41,6 +41,7 @@
 
 pub mod cron;
 mod db;
+mod dynamic;
 mod error;
 mod ingest;
 mod ingest_batch;

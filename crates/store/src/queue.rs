@@ -18,6 +18,7 @@
 
 use gabbro_model::{QueuePreference, queues};
 
+use crate::dynamic::{Bind, fetch_dynamic};
 use crate::{Backend, Conn, Result, Store, db_now_us, exec, fetch_all, fetch_optional, scalar};
 
 /// PostgreSQL `NOTIFY` channel signalled (payload: workflow id) whenever a
@@ -249,22 +250,8 @@ async fn heads(c: &mut Conn<'_>, queues: &[String]) -> Result<Vec<Head>> {
          LEFT JOIN concurrency_counters cp ON cp.scope = 'p:' || p.id",
         values.join(", ")
     );
-    Ok(match c.reborrow() {
-        Conn::Sqlite(c) => {
-            let mut q = sqlx::query_as::<sqlx::Sqlite, Head>(sqlx::AssertSqlSafe(sql));
-            for name in queues {
-                q = q.bind(name);
-            }
-            q.fetch_all(c).await?
-        }
-        Conn::Postgres(c) => {
-            let mut q = sqlx::query_as::<sqlx::Postgres, Head>(sqlx::AssertSqlSafe(sql));
-            for name in queues {
-                q = q.bind(name);
-            }
-            q.fetch_all(c).await?
-        }
-    })
+    let binds = queues.iter().map(|q| Bind::Text(q.clone())).collect();
+    fetch_dynamic(c, sql, binds).await
 }
 
 async fn claim_one(c: &mut Conn<'_>, req: &ClaimRequest, now: i64) -> Result<Option<ClaimedRun>> {

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::{Conn, Result, Store, StoreError, fetch_all, fetch_optional};
+use crate::dynamic::{Bind, fetch_dynamic};
+use crate::{Result, Store, StoreError, fetch_all, fetch_optional};
 
 /// A page of rows and the cursor of the next page (`None` on the last).
 #[derive(Debug, Clone, Serialize)]
@@ -389,43 +390,4 @@ impl Store {
         };
         Ok(Page { items, next_cursor })
     }
-}
-
-/// A value bound into a query whose SQL is built at run time.
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-async fn fetch_dynamic<T>(c: &mut Conn<'_>, sql: String, binds: Vec<Bind>) -> Result<Vec<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-        + Send
-        + Unpin,
-{
-    // The SQL text comes only from the fixed fragments above; values are
-    // always bound.
-    Ok(match c.reborrow() {
-        Conn::Sqlite(conn) => {
-            let mut q = sqlx::query_as::<sqlx::Sqlite, T>(sqlx::AssertSqlSafe(sql));
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s),
-                    Bind::Int(i) => q.bind(i),
-                };
-            }
-            q.fetch_all(conn).await?
-        }
-        Conn::Postgres(conn) => {
-            let mut q = sqlx::query_as::<sqlx::Postgres, T>(sqlx::AssertSqlSafe(sql));
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s),
-                    Bind::Int(i) => q.bind(i),
-                };
-            }
-            q.fetch_all(conn).await?
-        }
-    })
 }

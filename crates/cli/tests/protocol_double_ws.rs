@@ -1082,6 +1082,107 @@ async fn expired_and_stale_tokens_and_seq_on_postgres() {
     tokens_and_seq(Backend::Postgres).await;
 }
 
+/// The JWT `alg` of a token's header.
+fn alg_of(token: &str) -> String {
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().expect("header"))
+        .expect("base64 header");
+    let header: Value = serde_json::from_slice(&header).expect("JSON header");
+    header["alg"].as_str().expect("alg").to_string()
+}
+
+/// gabbro's `run_token_alg` extension: a worker that asks gets HS256 run
+/// tokens the orchestrator takes at the run join (bound to their run like
+/// RS256 ones); one that does not ask, as OpenFn's, gets Lightning's RS256.
+async fn hs256_on_request(backend: Backend) {
+    let o = Orchestrator::start(backend).await;
+    let mut c = o.connect().await;
+    join_queue(
+        &mut c,
+        json!({"capacity": 2, "queues": {"*": 2}, "active_runs": [], "run_token_alg": "HS256"}),
+    )
+    .await;
+    let (first, _) = o.enqueue(json!({"t": 1})).await;
+    let (second, _) = o.enqueue(json!({"t": 2})).await;
+    let (_, r) = claim_one(&mut c, "2").await;
+    let run_a = r["runs"][0]["id"].as_str().expect("id").to_string();
+    let token_a = r["runs"][0]["token"].as_str().expect("token").to_string();
+    assert_eq!(alg_of(&token_a), "HS256");
+    let public =
+        gabbro_protocol::RunVerifier::from_public_pem(o.socket.public_key_pem()).expect("verifier");
+    assert!(
+        public.verify(&token_a, None).is_err(),
+        "an HS256 token is not checkable with the public key"
+    );
+    let (_, r) = claim_one(&mut c, "3").await;
+    let run_b = r["runs"][0]["id"].as_str().expect("id").to_string();
+    let mut runs = vec![run_a.clone(), run_b.clone()];
+    runs.sort();
+    let mut enqueued = vec![first, second];
+    enqueued.sort();
+    assert_eq!(runs, enqueued);
+
+    // Bound to its run: refused on the other run's channel.
+    let (s, r) = c
+        .call(&frame(
+            Some("4"),
+            "4",
+            &format!("run:{run_b}"),
+            "phx_join",
+            json!({"token": token_a}),
+        ))
+        .await;
+    assert_eq!(
+        (s.as_str(), r),
+        ("error", json!({"reason": "unauthorized"}))
+    );
+    let (s, r) = c
+        .call(&frame(
+            Some("5"),
+            "5",
+            &format!("run:{run_a}"),
+            "phx_join",
+            json!({"token": token_a}),
+        ))
+        .await;
+    assert_eq!(s, "ok", "the HS256 token joins its run: {r}");
+    let (s, r) = c
+        .call(&frame(
+            Some("5"),
+            "6",
+            &format!("run:{run_a}"),
+            "run:start",
+            json!({"timestamp": "1795844572970130"}),
+        ))
+        .await;
+    assert_eq!(s, "ok", "{r}");
+    assert_eq!(o.run_state(&run_a).await, "started");
+    c.close().await;
+
+    // Without the field: Lightning's RS256, checkable with the public key.
+    let mut plain = o.connect().await;
+    join_queue(&mut plain, json!({"capacity": 1, "queues": {"*": 1}})).await;
+    let (third, _) = o.enqueue(json!({"t": 3})).await;
+    let (_, r) = claim_one(&mut plain, "2").await;
+    assert_eq!(r["runs"][0]["id"], json!(third));
+    let token = r["runs"][0]["token"].as_str().expect("token");
+    assert_eq!(alg_of(token), "RS256");
+    o.socket_verify(token);
+    plain.close().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_run_tokens_on_request_on_sqlite() {
+    hs256_on_request(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_run_tokens_on_request_on_postgres() {
+    hs256_on_request(Backend::Postgres).await;
+}
+
 // ---------------------------------------------------------------------------
 // Latency: enqueue → work-available → claim reply, with an idle worker.
 

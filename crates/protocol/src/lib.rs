@@ -37,7 +37,9 @@ pub use run::{
     StepMem, StepReply, StepStart, run_id_of, run_topic,
 };
 pub use timestamp::Timestamp;
-pub use token::{RunClaims, RunSigner, RunVerifier, TokenError, WorkerClaims, WorkerToken};
+pub use token::{
+    RunClaims, RunSigner, RunTokenAlg, RunVerifier, TokenError, WorkerClaims, WorkerToken,
+};
 
 /// `api_version` query parameter sent when connecting.
 pub const API_VERSION: &str = "1.2";

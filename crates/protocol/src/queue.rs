@@ -22,6 +22,12 @@ pub struct QueueJoin {
     /// can renew their leases. Lightning ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_runs: Option<Vec<String>>,
+    /// gabbro extension: `"HS256"` asks for run tokens signed with the
+    /// orchestrator's HMAC key instead of RSA (cheaper to mint; only the
+    /// orchestrator can check them, so a worker that verifies run tokens
+    /// with the public key does not ask). Lightning ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_token_alg: Option<String>,
 }
 
 /// `claim` request.
@@ -46,7 +52,8 @@ pub struct ClaimReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClaimedRun {
     pub id: String,
-    /// The run token (RS256 JWT) to join `run:<id>` with.
+    /// The run token (RS256 JWT, or HS256 if the worker asked) to join
+    /// `run:<id>` with.
     pub token: String,
 }
 

@@ -137,16 +137,55 @@ impl RunClaims {
     }
 }
 
-/// Signs run tokens with an RSA private key (RS256).
+/// How a run token is signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunTokenAlg {
+    /// Lightning's: RSA, checkable by anyone with the public key.
+    #[default]
+    Rs256,
+    /// gabbro's, on request: HMAC with a key only the orchestrator holds.
+    Hs256,
+}
+
+impl RunTokenAlg {
+    /// The name a worker puts in `run_token_alg` (JWT's `alg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunTokenAlg::Rs256 => "RS256",
+            RunTokenAlg::Hs256 => "HS256",
+        }
+    }
+
+    /// From a join's `run_token_alg`; anything but `HS256` is Lightning's.
+    pub fn requested(name: Option<&str>) -> RunTokenAlg {
+        match name {
+            Some(n) if n.eq_ignore_ascii_case("HS256") => RunTokenAlg::Hs256,
+            _ => RunTokenAlg::Rs256,
+        }
+    }
+}
+
+/// Signs run tokens with an RSA private key (RS256), or on request with an
+/// HMAC key derived from it (HS256, see the module's documentation).
 ///
 /// Signing uses *ring* (about ten times faster than the pure-Rust `rsa`
 /// crate behind jsonwebtoken's `rust_crypto` backend; see docs/protocol.md);
 /// the tokens are ordinary RS256 JWTs that any verifier accepts.
 pub struct RunSigner {
     key: SigningKey,
+    hmac: ring::hmac::Key,
     rng: ring::rand::SystemRandom,
     private_pem: String,
     public_pem: String,
+}
+
+/// The HS256 key of an RSA private key (PKCS#8 DER): an HMAC of a fixed
+/// label under the key, so it is as secret as the key, the same on every
+/// node that shares it, and never the key itself.
+fn hmac_key_of(private_der: &[u8]) -> ring::hmac::Key {
+    let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, private_der);
+    let derived = ring::hmac::sign(&outer, b"gabbro run tokens, HS256");
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
 }
 
 enum SigningKey {
@@ -205,6 +244,7 @@ impl RunSigner {
             .map_err(|e| TokenError::Key(e.to_string()))?;
         Ok(RunSigner {
             key,
+            hmac: hmac_key_of(der.as_bytes()),
             rng: ring::rand::SystemRandom::new(),
             private_pem,
             public_pem,
@@ -222,10 +262,38 @@ impl RunSigner {
         &self.private_pem
     }
 
+    /// The orchestrator's verifier: RS256 tokens, and the HS256 tokens this
+    /// key's HMAC half signs.
     pub fn verifier(&self) -> Result<RunVerifier, TokenError> {
-        RunVerifier::from_public_pem(&self.public_pem)
+        let mut v = RunVerifier::from_public_pem(&self.public_pem)?;
+        v.hmac = Some(self.hmac.clone());
+        Ok(v)
     }
 
+    /// A token signed as `alg` asks.
+    pub fn sign_as(&self, claims: &RunClaims, alg: RunTokenAlg) -> Result<String, TokenError> {
+        match alg {
+            RunTokenAlg::Rs256 => self.sign(claims),
+            RunTokenAlg::Hs256 => self.sign_hs256(claims),
+        }
+    }
+
+    fn sign_hs256(&self, claims: &RunClaims) -> Result<String, TokenError> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        // `{"alg":"HS256"}`.
+        const HEADER: &str = "eyJhbGciOiJIUzI1NiJ9";
+        let claims = serde_json::to_vec(claims).map_err(|e| TokenError::Key(e.to_string()))?;
+        let mut token = String::with_capacity(HEADER.len() + 2 + claims.len() * 4 / 3 + 44);
+        token.push_str(HEADER);
+        token.push('.');
+        B64.encode_string(&claims, &mut token);
+        let tag = ring::hmac::sign(&self.hmac, token.as_bytes());
+        token.push('.');
+        B64.encode_string(tag.as_ref(), &mut token);
+        Ok(token)
+    }
+
+    /// An RS256 token, as Lightning signs them.
     pub fn sign(&self, claims: &RunClaims) -> Result<String, TokenError> {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         let key = match &self.key {
@@ -265,6 +333,9 @@ pub struct RunVerifier {
     key: DecodingKey,
     /// PKCS#1 DER of the public key, when *ring* accepts its size.
     ring_key: Option<Vec<u8>>,
+    /// The orchestrator's own verifier also takes its HS256 tokens; a
+    /// worker's (public key only) takes RS256 alone.
+    hmac: Option<ring::hmac::Key>,
 }
 
 impl RunVerifier {
@@ -283,6 +354,7 @@ impl RunVerifier {
         Ok(RunVerifier {
             key: DecodingKey::from_rsa_der(der.as_bytes()),
             ring_key,
+            hmac: None,
         })
     }
 
@@ -308,9 +380,11 @@ impl RunVerifier {
     }
 
     fn check(&self, token: &str, run_id: Option<&str>, exp: bool) -> Result<RunClaims, TokenError> {
-        let claims = match &self.ring_key {
-            Some(der) => Self::check_with_ring(der, token, exp)?,
-            None => self.check_with_jsonwebtoken(token, exp)?,
+        let alg = jsonwebtoken::decode_header(token)?.alg;
+        let claims = match (&self.hmac, &self.ring_key) {
+            (Some(key), _) if alg == Algorithm::HS256 => Self::check_hs256(key, token, exp)?,
+            (_, Some(der)) => Self::check_with_ring(der, token, exp)?,
+            (_, None) => self.check_with_jsonwebtoken(token, exp)?,
         };
         if let Some(expected) = run_id
             && claims.id != expected
@@ -326,20 +400,30 @@ impl RunVerifier {
     /// The same checks as [`check_with_jsonwebtoken`](Self::check_with_jsonwebtoken),
     /// with the signature verified by *ring*.
     fn check_with_ring(der: &[u8], token: &str, exp: bool) -> Result<RunClaims, TokenError> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
         use jsonwebtoken::errors::ErrorKind;
         if jsonwebtoken::decode_header(token)?.alg != Algorithm::RS256 {
             return Err(jsonwebtoken::errors::Error::from(ErrorKind::InvalidAlgorithm).into());
         }
-        let (message, signature) = token
-            .rsplit_once('.')
-            .ok_or_else(|| jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken))?;
-        let signature = B64
-            .decode(signature)
-            .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidSignature))?;
+        let (message, signature) = split_signature(token)?;
         ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, der)
             .verify(message.as_bytes(), &signature)
             .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidSignature))?;
+        Self::check_claims(token, exp)
+    }
+
+    /// An HS256 token of this orchestrator's key (the caller checked `alg`).
+    fn check_hs256(key: &ring::hmac::Key, token: &str, exp: bool) -> Result<RunClaims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let (message, signature) = split_signature(token)?;
+        ring::hmac::verify(key, message.as_bytes(), &signature)
+            .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidSignature))?;
+        Self::check_claims(token, exp)
+    }
+
+    /// Issuer, and unless waived `exp`/`nbf` with the leeway, of a token
+    /// whose signature was checked.
+    fn check_claims(token: &str, exp: bool) -> Result<RunClaims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
         let claims: RunClaims = jsonwebtoken::dangerous::insecure_decode_claims(token)?;
         if claims.iss != RUN_ISSUER {
             return Err(jsonwebtoken::errors::Error::from(ErrorKind::InvalidIssuer).into());
@@ -370,6 +454,19 @@ impl RunVerifier {
         }
         Ok(jsonwebtoken::decode::<RunClaims>(token, &self.key, &v)?.claims)
     }
+}
+
+/// A compact JWT's signed part and its decoded signature.
+fn split_signature(token: &str) -> Result<(&str, Vec<u8>), TokenError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use jsonwebtoken::errors::ErrorKind;
+    let (message, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken))?;
+    let signature = B64
+        .decode(signature)
+        .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidSignature))?;
+    Ok((message, signature))
 }
 
 fn pem_or_base64(value: &str) -> Result<String, TokenError> {

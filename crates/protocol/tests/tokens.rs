@@ -1,7 +1,7 @@
 //! Worker and run tokens: sign, verify, and the refusals that matter.
 
 use gabbro_protocol::TokenError;
-use gabbro_protocol::token::{RunClaims, RunSigner, WorkerClaims, WorkerToken};
+use gabbro_protocol::token::{RunClaims, RunSigner, RunTokenAlg, WorkerClaims, WorkerToken};
 
 const TEST_KEY: &str = include_str!("fixtures/run-token-test-key.pem");
 
@@ -82,6 +82,86 @@ fn run_token_from_another_key_is_refused() {
     assert!(other.verify(&token, None).is_err());
 }
 
+fn header_of(token: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn hs256_run_tokens_are_taken_by_the_orchestrator_that_signed_them_only() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let own = signer.verifier().unwrap();
+    let mut claims = RunClaims::new("run-1", 310);
+    claims.epoch = Some(2);
+    let token = signer.sign_as(&claims, RunTokenAlg::Hs256).unwrap();
+    assert_eq!(header_of(&token), br#"{"alg":"HS256"}"#);
+    let back = own.verify(&token, Some("run-1")).unwrap();
+    assert_eq!(back, claims);
+    assert!(matches!(
+        own.verify(&token, Some("run-2")),
+        Err(TokenError::WrongRun { .. })
+    ));
+    // Another node with the same key takes it (the key is derived, not random).
+    let same_key = RunSigner::from_private_pem(signer.private_key_pem()).unwrap();
+    same_key
+        .verifier()
+        .unwrap()
+        .verify(&token, Some("run-1"))
+        .unwrap();
+    // A worker's verifier holds the public key only: HS256 is not for it.
+    let public = gabbro_protocol::RunVerifier::from_public_pem(signer.public_key_pem()).unwrap();
+    assert!(public.verify(&token, Some("run-1")).is_err());
+    public
+        .verify(
+            &signer.sign_as(&claims, RunTokenAlg::Rs256).unwrap(),
+            Some("run-1"),
+        )
+        .unwrap();
+    // Another key's HS256 token, and a tampered one, are refused.
+    let other = RunSigner::generate(1024).unwrap();
+    let foreign = other.sign_as(&claims, RunTokenAlg::Hs256).unwrap();
+    assert!(own.verify(&foreign, Some("run-1")).is_err());
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, sig) = rest.rsplit_once('.').unwrap();
+    use base64::Engine;
+    let forged_claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"iss":"Lightning","id":"run-2","nbf":0,"exp":99999999999}"#);
+    let forged = format!("{head}.{forged_claims}.{sig}");
+    assert!(own.verify(&forged, Some("run-2")).is_err());
+    // HMAC keyed with the public key (the classic RS256/HS256 confusion).
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(signer.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    assert!(own.verify(&confused, Some("run-1")).is_err());
+}
+
+#[test]
+fn expired_hs256_run_token_is_refused_unless_expiry_is_waived() {
+    let signer = RunSigner::from_private_pem(TEST_KEY).unwrap();
+    let verifier = signer.verifier().unwrap();
+    let mut claims = RunClaims::new("run-1", 0);
+    claims.nbf -= 1000;
+    claims.exp -= 1000;
+    let token = signer.sign_as(&claims, RunTokenAlg::Hs256).unwrap();
+    assert!(verifier.verify(&token, Some("run-1")).is_err());
+    verifier
+        .verify_ignoring_expiry(&token, Some("run-1"))
+        .unwrap();
+}
+
+#[test]
+fn a_join_asks_for_hs256_by_name_and_anything_else_is_lightnings() {
+    assert_eq!(RunTokenAlg::requested(Some("HS256")), RunTokenAlg::Hs256);
+    assert_eq!(RunTokenAlg::requested(Some("hs256")), RunTokenAlg::Hs256);
+    assert_eq!(RunTokenAlg::requested(Some("none")), RunTokenAlg::Rs256);
+    assert_eq!(RunTokenAlg::requested(None), RunTokenAlg::Rs256);
+}
+
 #[test]
 fn keys_load_from_base64_pem_as_lightnings_env_vars_hold_them() {
     use base64::Engine;
@@ -121,6 +201,13 @@ fn measure_run_token_signing() {
         WorkerToken::verify(&WorkerToken::sign("s", "w").unwrap(), "s").unwrap();
     }
     let hs = t.elapsed() / n;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let claims = RunClaims::new(&format!("run-{i}"), 310);
+        let tok = signer.sign_as(&claims, RunTokenAlg::Hs256).unwrap();
+        verifier.verify(&tok, None).unwrap();
+    }
+    let run_hs = t.elapsed() / n;
     // The same signature through jsonwebtoken's rust_crypto backend (the
     // pure-Rust `rsa` crate), for comparison.
     use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -137,6 +224,6 @@ fn measure_run_token_signing() {
     }
     let rust_crypto = t.elapsed() / n;
     println!(
-        "RS256 sign (ring) {sign:?}, RS256 sign (rust_crypto) {rust_crypto:?}, RS256 verify {verify:?}, HS256 sign+verify {hs:?}"
+        "RS256 sign (ring) {sign:?}, RS256 sign (rust_crypto) {rust_crypto:?}, RS256 verify {verify:?}, HS256 worker token sign+verify {hs:?}, HS256 run token sign+verify {run_hs:?}"
     );
 }

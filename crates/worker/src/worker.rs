@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gabbro_protocol::queue::{CLAIM, QUEUE_TOPIC, WORK_AVAILABLE};
-use gabbro_protocol::{Claim, ClaimReply, LightningPlan, QueueJoin, describe_error};
+use gabbro_protocol::{Claim, ClaimReply, LightningPlan, QueueJoin, RunTokenAlg, describe_error};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -133,6 +133,12 @@ pub async fn claim_loop(
             // Always sent, even empty: the orchestrator requeues the claims
             // of this worker id that are not listed (lost claim replies).
             active_runs: Some(shared.active_runs()),
+            // A worker that checks run tokens with the public key needs
+            // Lightning's RS256; otherwise the cheaper HS256 will do.
+            run_token_alg: shared
+                .verifier
+                .is_none()
+                .then(|| RunTokenAlg::Hs256.name().to_string()),
         };
         let joined = tokio::select! {
             r = socket.join(QUEUE_TOPIC, serde_json::to_value(&join).unwrap_or_default(), cfg.message_timeout) => r,

@@ -486,6 +486,25 @@ async fn with_a_public_key_only_runs_with_valid_tokens_execute() {
     l.wait_complete("run-good-token", Duration::from_secs(30))
         .await;
     assert_add_one_run(&l, "run-good-token");
+    // A worker that verifies run tokens wants Lightning's RS256.
+    let joins = l.queue_joins();
+    assert!(!joins.is_empty());
+    assert!(joins.iter().all(|j| j.run_token_alg.is_none()), "{joins:?}");
+    w.stop().await;
+
+    // Without a key it asks for the cheaper HS256 (gabbro's extension).
+    let l = Lightning::start().await;
+    let w = RunningWorker::start(&l, |_| {});
+    l.enqueue(one_job_run("run-no-key", ADD_ONE));
+    l.wait_complete("run-no-key", Duration::from_secs(30)).await;
+    let joins = l.queue_joins();
+    assert!(!joins.is_empty());
+    assert!(
+        joins
+            .iter()
+            .all(|j| j.run_token_alg.as_deref() == Some("HS256")),
+        "{joins:?}"
+    );
     w.stop().await;
 }
 

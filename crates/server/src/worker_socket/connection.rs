@@ -87,6 +87,7 @@ struct QueueJoined {
     wake: JoinHandle<()>,
     /// Bumped on each claim (see `wake::coalesce`).
     claims: tokio::sync::watch::Sender<u64>,
+    token_alg: gabbro_protocol::RunTokenAlg,
 }
 
 struct Connection {
@@ -186,6 +187,7 @@ impl Connection {
                     self.queue = Some(QueueJoined {
                         wake: j.task,
                         claims: j.claims,
+                        token_alg: j.token_alg,
                     });
                 }
             }
@@ -207,10 +209,12 @@ impl Connection {
                         .update(self.listed_as, |w| w.name = name);
                 }
                 self.touch_leases();
+                let mut token_alg = Default::default();
                 if let Some(q) = &self.queue {
                     q.claims.send_modify(|n| *n = n.wrapping_add(1));
+                    token_alg = q.token_alg;
                 }
-                queue_channel::claim(self.peer.clone(), frame);
+                queue_channel::claim(self.peer.clone(), frame, token_alg);
             }
             other => {
                 let reply = json!({ "reason": format!("unknown event {other:?}") });

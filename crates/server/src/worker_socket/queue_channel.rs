@@ -2,7 +2,7 @@
 
 use gabbro_model::QueuePreference;
 use gabbro_protocol::queue::{QUEUE_TOPIC, WORK_AVAILABLE};
-use gabbro_protocol::{Claim, ClaimReply, ClaimedRun, Frame, QueueJoin, RunClaims};
+use gabbro_protocol::{Claim, ClaimReply, ClaimedRun, Frame, QueueJoin, RunClaims, RunTokenAlg};
 use gabbro_store::ClaimRequest;
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,6 +21,8 @@ pub(crate) struct Joined {
     pub listed: Option<Vec<String>>,
     /// Bumped on every claim the worker sends: it answers the last push.
     pub claims: watch::Sender<u64>,
+    /// How this worker's run tokens are signed (`run_token_alg`).
+    pub token_alg: RunTokenAlg,
 }
 
 /// Accepts the join and starts this connection's `work-available` pushes.
@@ -39,6 +41,7 @@ pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joi
         }
     };
     let listed = join.active_runs;
+    let token_alg = RunTokenAlg::requested(join.run_token_alg.as_deref());
     let (peer, rx) = (peer.clone(), peer.ctx.wake.subscribe());
     let (claims, claims_rx) = watch::channel(0u64);
     let reconcile = listed.clone();
@@ -65,6 +68,7 @@ pub(crate) fn join(peer: &Peer, frame: Frame, joined: Vec<String>) -> Option<Joi
         task,
         listed,
         claims,
+        token_alg,
     })
 }
 
@@ -97,8 +101,9 @@ async fn settle_held_runs(peer: &Peer, listed: Vec<String>, joined: Vec<String>)
     }
 }
 
-/// Claims in its own task (claims may overlap; none waits for another).
-pub(crate) fn claim(peer: Peer, frame: Frame) {
+/// Claims in its own task (claims may overlap; none waits for another);
+/// the runs' tokens are signed as the worker's join asked.
+pub(crate) fn claim(peer: Peer, frame: Frame, token_alg: RunTokenAlg) {
     tokio::spawn(async move {
         let claim: Claim = match serde_json::from_value(frame.payload.clone()) {
             Ok(c) => c,
@@ -138,7 +143,7 @@ pub(crate) fn claim(peer: Peer, frame: Frame) {
             let mut claims = RunClaims::new(&run.id, timeout_s + ctx.settings.run_grace.as_secs());
             claims.worker_id = Some(peer.worker_id.clone());
             claims.epoch = u64::try_from(run.claim_epoch).ok();
-            match ctx.signer.sign(&claims) {
+            match ctx.signer.sign_as(&claims, token_alg) {
                 Ok(token) => runs.push(ClaimedRun {
                     id: run.id.clone(),
                     token,

@@ -59,6 +59,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct State {
     mode: Option<Mode>,
+    /// Every `worker:queue` join payload received, in order.
+    queue_joins: Vec<gabbro_protocol::QueueJoin>,
     queue: VecDeque<TestRun>,
     runs: Vec<TestRun>,
     events: Vec<Recorded>,
@@ -172,6 +174,11 @@ impl Lightning {
 
     pub fn connections(&self) -> u32 {
         self.state.lock().unwrap().connections
+    }
+
+    /// The `worker:queue` join payloads received so far.
+    pub fn queue_joins(&self) -> Vec<gabbro_protocol::QueueJoin> {
+        self.state.lock().unwrap().queue_joins.clone()
     }
 
     pub fn claims(&self) -> u32 {
@@ -353,8 +360,10 @@ impl Lightning {
             WorkerMessage::Heartbeat if self.mode() == Mode::NoHeartbeat => vec![],
             WorkerMessage::Heartbeat => vec![Self::reply(frame, ReplyStatus::Ok, json!({}))],
             WorkerMessage::Leave { .. } => vec![Self::reply(frame, ReplyStatus::Ok, json!({}))],
-            WorkerMessage::QueueJoin(_) => {
-                self.state.lock().unwrap().queue_pushers.push(out.clone());
+            WorkerMessage::QueueJoin(join) => {
+                let mut s = self.state.lock().unwrap();
+                s.queue_joins.push(join);
+                s.queue_pushers.push(out.clone());
                 vec![Self::reply(frame, ReplyStatus::Ok, json!({}))]
             }
             WorkerMessage::Claim(c) => {

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::backoff::BackoffRange;
+use crate::capacity::Capacity;
 use crate::plan::DefaultLimits;
 use crate::pool::{ChildCommand, Pool};
 use crate::socket::{Socket, SocketConfig};
@@ -366,11 +367,11 @@ pub async fn run_until(args: WorkerArgs, stop_rx: watch::Receiver<bool>) -> anyh
         .into_iter()
         .map(|p| tokio::spawn(crate::run::replay(shared.clone(), p)))
         .collect();
-    let slots = Arc::new(Semaphore::new(capacity as usize));
-    claim_loop(shared.clone(), slots.clone(), stop_rx).await;
+    let capacity = Capacity::new(capacity);
+    claim_loop(shared.clone(), capacity.clone(), stop_rx).await;
     // Active runs finish (bounded by their deadlines and delivery).
     let drained = tokio::time::timeout(drain_bound, async {
-        let _ = slots.acquire_many(capacity).await;
+        capacity.idle().await;
         for r in replays {
             let _ = r.await;
         }

@@ -3,7 +3,8 @@
 //! in a pooled child process and streams its events back.
 //!
 //! - [`socket`]: the Phoenix client (reconnects forever, heartbeats).
-//! - [`worker`]: shared state and the claim loop.
+//! - [`worker`]: shared state and the claim loop; [`capacity`]: execution
+//!   slots and delivery places.
 //! - [`run`]: one run's conversation; [`channel`] its retrying channel.
 //! - [`plan`]: Lightning plan → execution plan; [`translate`]: runtime
 //!   events → run events.
@@ -12,6 +13,7 @@
 
 pub mod args;
 pub mod backoff;
+pub mod capacity;
 pub mod channel;
 pub mod health;
 pub mod journal;

@@ -1,7 +1,8 @@
 //! One claimed run, start to finish: join, `fetch:plan`, `fetch:dataclip`,
 //! `fetch:credential`…, `run:start` (acknowledged before anything runs),
 //! execution in a pooled child with every event forwarded in order, then
-//! `run:complete` and leave.
+//! `run:complete` and leave. The run's execution slot is given back as soon
+//! as its child has finished (see [`crate::capacity`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use gabbro_runtime::events::ChildRequest;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::capacity::Hold;
 use crate::channel::{CallError, RunChannel};
 use crate::plan;
 use crate::pool::{Budget, Outcome};
@@ -22,7 +24,7 @@ use crate::translate::Translator;
 use crate::worker::Shared;
 
 /// Run `claimed` to completion. Never panics on server or job input.
-pub async fn execute(shared: Arc<Shared>, claimed: ClaimedRun) {
+pub async fn execute(shared: Arc<Shared>, claimed: ClaimedRun, mut hold: Hold) {
     let run_id = claimed.id.clone();
     shared.run_started(&run_id);
     let mut ch = RunChannel::new(shared.clone(), &run_id, claimed.token.clone());
@@ -32,10 +34,11 @@ pub async fn execute(shared: Arc<Shared>, claimed: ClaimedRun) {
             tracing::error!(run = %run_id, error = %e, "cannot open the run's journal; running without")
         }
     }
-    let result = drive(&shared, &mut ch, &run_id).await;
+    let result = drive(&shared, &mut ch, &run_id, &mut hold).await;
     settle(&mut ch, &run_id, result);
     ch.leave();
     shared.run_finished(&run_id);
+    drop(hold);
 }
 
 /// After delivery: drop the journal unless the socket closed before the
@@ -78,7 +81,12 @@ pub async fn replay(shared: Arc<Shared>, pending: crate::journal::PendingRun) {
     shared.run_finished(&run_id);
 }
 
-async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Result<(), CallError> {
+async fn drive(
+    shared: &Arc<Shared>,
+    ch: &mut RunChannel,
+    run_id: &str,
+    hold: &mut Hold,
+) -> Result<(), CallError> {
     // 1. The plan.
     let reply = ch.send(RunEvent::FetchPlan).await?;
     if !reply.is_ok() {
@@ -214,6 +222,9 @@ async fn drive(shared: &Arc<Shared>, ch: &mut RunChannel, run_id: &str) -> Resul
             error_type: "ExitError".into(),
             message: format!("executor task failed: {e}"),
         });
+        // The child is done and every event it reported is journaled: the
+        // slot can take the next run while this one's delivery goes on.
+        hold.executed().await;
         let ending = match outcome {
             Outcome::Died {
                 reason,

@@ -9,9 +9,10 @@ use gabbro_protocol::queue::{CLAIM, QUEUE_TOPIC, WORK_AVAILABLE};
 use gabbro_protocol::{Claim, ClaimReply, LightningPlan, QueueJoin, RunTokenAlg, describe_error};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::backoff::{Backoff, BackoffRange};
+use crate::capacity::Capacity;
 use crate::journal::Journal;
 use crate::plan::{DefaultLimits, adaptor_versions};
 use crate::pool::Pool;
@@ -113,7 +114,7 @@ pub fn watch_pushes(socket: &Socket, work: Arc<Notify>, queue_lost: Arc<Notify>)
 /// Leaves the queue on the way out.
 pub async fn claim_loop(
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    capacity: Capacity,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let work = Arc::new(Notify::new());
@@ -177,20 +178,20 @@ pub async fn claim_loop(
             }
             // A free slot first.
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'connection },
+                h = capacity.slot() => match h { Ok(h) => h, Err(_) => break 'connection },
                 _ = shutdown.changed() => break 'connection,
                 _ = queue_lost.notified() => continue 'connection,
                 _ = state.changed() => continue 'connection,
             };
-            let mut permits = vec![first];
-            while let Ok(p) = slots.clone().try_acquire_owned() {
-                permits.push(p);
+            let mut holds = vec![first];
+            while let Some(h) = capacity.try_slot() {
+                holds.push(h);
             }
             if !socket.is_current(&ch) {
                 continue 'connection;
             }
             let claim = Claim {
-                demand: permits.len() as u32,
+                demand: holds.len() as u32,
                 worker_name: cfg.worker_name.clone(),
                 queues: vec!["manual".into(), "*".into()],
             };
@@ -218,13 +219,9 @@ pub async fn claim_loop(
                                 tracing::error!(run = %run.id, error = %e, "run token failed verification; not running it");
                                 continue;
                             }
-                            match permits.pop() {
-                                Some(permit) => {
-                                    let s = shared.clone();
-                                    tokio::spawn(async move {
-                                        crate::run::execute(s, run).await;
-                                        drop(permit);
-                                    });
+                            match holds.pop() {
+                                Some(hold) => {
+                                    tokio::spawn(crate::run::execute(shared.clone(), run, hold));
                                 }
                                 None => {
                                     tracing::error!(run = %run.id, "orchestrator returned more runs than asked for; not running this one")
@@ -249,7 +246,7 @@ pub async fn claim_loop(
                     false
                 }
             };
-            drop(permits);
+            drop(holds);
             if got_runs {
                 backoff.reset();
                 continue;

@@ -597,6 +597,59 @@ async fn stopping_finishes_the_active_run_and_claims_nothing_more() {
     assert!(l.events("run-after-stop").is_empty(), "claimed after stop");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_frees_its_slot_while_delivery_waits_but_only_one_run_more_waits() {
+    let l = Lightning::start().await;
+    // Every run:complete is answered 1 s late (the worker's message timeout
+    // is 2 s): the runs stay undelivered that long.
+    l.slow_to_answer("run:complete", Duration::from_secs(1));
+    let w = RunningWorker::start(&l, |a| a.capacity = Some(1));
+    let has = |id: &str, start: bool| {
+        l.events(id).iter().any(|e| {
+            if start {
+                matches!(e, RunEvent::RunStart(_))
+            } else {
+                matches!(e, RunEvent::RunComplete(_))
+            }
+        })
+    };
+    l.enqueue(one_job_run("first", ADD_ONE));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !has("first", false) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_sent = tokio::time::Instant::now();
+    l.enqueue(one_job_run("second", ADD_ONE));
+    l.enqueue(one_job_run("third", ADD_ONE));
+    // The one slot is free as soon as the first run's child is done.
+    while !has("second", true) {
+        assert!(
+            first_sent.elapsed() < Duration::from_millis(700),
+            "the second run waited for the first's delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One delivery place: the second, executed, keeps its slot until the
+    // first is delivered, so the third cannot start before that.
+    while first_sent.elapsed() < Duration::from_millis(700) {
+        assert!(
+            !has("third", true),
+            "a third run started while two were undelivered at capacity 1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in ["first", "second", "third"] {
+        l.wait_complete(id, Duration::from_secs(30)).await;
+        assert_add_one_run(&l, id);
+    }
+    w.assert_alive();
+    w.stop().await;
+}
+
 /// The run's journal files in `dir`.
 fn journal_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("runs"))

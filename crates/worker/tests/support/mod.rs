@@ -89,6 +89,8 @@ struct State {
     /// The first event of this name with seq `s` is answered with a gap
     /// expecting `s - back`, as if the events from there were lost.
     rewind: Option<(String, u64)>,
+    /// Replies to events of this name wait this long (the rest answer at once).
+    slow_event: Option<(String, Duration)>,
     /// Senders to push `work-available` to joined queue channels.
     queue_pushers: Vec<mpsc::UnboundedSender<Message>>,
 }
@@ -148,6 +150,11 @@ impl Lightning {
     /// See `State::rewind`.
     pub fn rewind_at(&self, event: &str, back: u64) {
         self.state.lock().unwrap().rewind = Some((event.to_string(), back));
+    }
+
+    /// See `State::slow_event`.
+    pub fn slow_to_answer(&self, event: &str, delay: Duration) {
+        self.state.lock().unwrap().slow_event = Some((event.to_string(), delay));
     }
 
     pub fn use_fast_tokens(&self) {
@@ -239,10 +246,14 @@ impl Lightning {
     ) -> gabbro_protocol::RunComplete {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // Registered before the check, so a change between the check
+            // and the wait is not missed (`notify_waiters` keeps no permit).
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(c) = self.completed(run_id) {
                 return c;
             }
-            let notified = self.changed.notified();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 panic!(
                     "run {run_id} did not complete within {within:?}; events: {:#?}",
@@ -307,9 +318,10 @@ impl Lightning {
             }
             let replies = self.handle(&frame, &out_tx);
             let out = out_tx.clone();
+            let slow_event = self.state.lock().unwrap().slow_event.clone();
             let delay = match mode {
                 Mode::Slow(d) => Some(d),
-                _ => None,
+                _ => slow_event.and_then(|(event, d)| (event == frame.event).then_some(d)),
             };
             let malformed = mode == Mode::Malformed;
             tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! that every query in the store is written against.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -13,6 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection};
 
 use crate::pg_batcher::PgBatcher;
+use crate::snapshot_jobs::SnapshotJobs;
 use crate::writer::SqliteWriter;
 use crate::{Result, StoreError};
 
@@ -99,6 +101,7 @@ pub struct Store {
     db: Db,
     writer: Option<SqliteWriter>,
     pg_ingest: Option<PgBatcher>,
+    snapshot_jobs: Arc<SnapshotJobs>,
 }
 
 /// Options for [`Store::connect_with`].
@@ -157,6 +160,7 @@ impl Store {
                 db: Db::Sqlite(pool),
                 writer: Some(writer),
                 pg_ingest: None,
+                snapshot_jobs: Arc::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let conn_opts = PgConnectOptions::from_str(url)?;
@@ -176,6 +180,7 @@ impl Store {
                 pg_ingest: Some(PgBatcher::start(pool.clone())),
                 db: Db::Postgres(pool),
                 writer: None,
+                snapshot_jobs: Arc::default(),
             })
         } else {
             Err(StoreError::BadUrl(url.to_string()))
@@ -190,6 +195,11 @@ impl Store {
     /// The SQLite writer, if this store runs on SQLite.
     pub(crate) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
         self.writer.as_ref()
+    }
+
+    /// The job ids of snapshots read so far (shared by clones).
+    pub(crate) fn snapshot_jobs(&self) -> Arc<SnapshotJobs> {
+        self.snapshot_jobs.clone()
     }
 
     /// Which database this store runs on.

@@ -22,7 +22,7 @@
 
 use gabbro_model::{LOST_AFTER_CLAIM, LOST_AFTER_START, RunOptions, RunState};
 
-use crate::ledger::{lock_run, refresh_work_order, system_log};
+use crate::ledger::{lock_run, run_work_order_follows, system_log};
 use crate::queue::{release_slot, requeue_claimed};
 use crate::retry::{NewRun, insert_run};
 use crate::{Conn, Result, Store, StoreError, db_now_us, exec, fetch_all, fetch_optional, scalar};
@@ -280,7 +280,7 @@ async fn mark_lost_in(
         now
     )?;
     release_slot(c, &run.workflow_id, &run.project_id, run.holds_slot != 0).await?;
-    refresh_work_order(c, &run.work_order_id, run_id, RunState::Lost, now).await?;
+    run_work_order_follows(c, &run, run_id, RunState::Lost, now).await?;
     system_log(
         c,
         run_id,

@@ -17,11 +17,13 @@
 use std::sync::Arc;
 
 use gabbro_model::{
-    ExitReason, RunOptions, RunState, Transition, check_transition, work_order_state,
+    ExitReason, RunOptions, RunState, Transition, WorkOrderState, check_transition,
+    work_order_state,
 };
 
 use crate::dynamic::{Bind, exec_dynamic};
 use crate::queue::release_slot;
+use crate::snapshot_jobs::SnapshotJobs;
 use crate::{
     Conn, Result, Store, StoreError, db_now_us, exec, fetch_optional, new_id, scalar, scalars,
 };
@@ -111,6 +113,9 @@ pub(crate) struct LockedRun {
     pub holds_slot: i32,
     pub last_seq: Option<i64>,
     pub options: String,
+    /// How many other runs its work order has (retries): with none, the
+    /// work order's state follows this run's without reading the others.
+    pub siblings: i64,
 }
 
 impl LockedRun {
@@ -125,10 +130,12 @@ impl LockedRun {
 /// on PostgreSQL; SQLite's writer is exclusive).
 pub(crate) async fn lock_run(c: &mut Conn<'_>, run_id: &str) -> Result<LockedRun> {
     let sql = c.pick(
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options
-         FROM runs WHERE id = $1",
-        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options
-         FROM runs WHERE id = $1 FOR UPDATE",
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options,
+                (SELECT COUNT(*) FROM runs o WHERE o.work_order_id = r.work_order_id AND o.id <> r.id) AS siblings
+         FROM runs r WHERE r.id = $1",
+        "SELECT state, work_order_id, workflow_id, project_id, snapshot_id, worker_id, claim_epoch, holds_slot, last_seq, options,
+                (SELECT COUNT(*) FROM runs o WHERE o.work_order_id = r.work_order_id AND o.id <> r.id) AS siblings
+         FROM runs r WHERE r.id = $1 FOR UPDATE OF r",
     );
     fetch_optional!(c, LockedRun, sql, run_id)?.ok_or_else(|| StoreError::not_found("run", run_id))
 }
@@ -185,7 +192,32 @@ pub(crate) async fn refresh_work_order(
         current_run
     )?;
     let others = others.iter().filter_map(|s| s.parse::<RunState>().ok());
-    let state = work_order_state(current, others);
+    set_work_order_state(c, work_order_id, work_order_state(current, others), now).await
+}
+
+/// [`refresh_work_order`] for a run locked by [`lock_run`], which knows
+/// whether there are other runs to read: a work order's only run decides
+/// its state alone (one statement fewer per state change).
+pub(crate) async fn run_work_order_follows(
+    c: &mut Conn<'_>,
+    run: &LockedRun,
+    run_id: &str,
+    current: RunState,
+    now: i64,
+) -> Result<()> {
+    if run.siblings > 0 {
+        return refresh_work_order(c, &run.work_order_id, run_id, current, now).await;
+    }
+    let state = work_order_state(current, std::iter::empty());
+    set_work_order_state(c, &run.work_order_id, state, now).await
+}
+
+async fn set_work_order_state(
+    c: &mut Conn<'_>,
+    work_order_id: &str,
+    state: WorkOrderState,
+    now: i64,
+) -> Result<()> {
     exec!(
         c,
         "UPDATE work_orders SET state = $2, last_activity = $3, updated_at = $3 WHERE id = $1",
@@ -231,7 +263,7 @@ async fn mark_started(
         run_id,
         timestamp.unwrap_or(now)
     )?;
-    refresh_work_order(c, &run.work_order_id, run_id, RunState::Started, now).await
+    run_work_order_follows(c, run, run_id, RunState::Started, now).await
 }
 
 /// A new step of the run (its job must be in the run's snapshot), linked
@@ -241,18 +273,10 @@ async fn insert_step(
     run: &LockedRun,
     run_id: &str,
     ev: &StepStart,
+    jobs: &SnapshotJobs,
     now: i64,
 ) -> Result<()> {
-    let body: Option<String> = scalar!(
-        c,
-        String,
-        "SELECT body FROM workflow_snapshots WHERE id = $1",
-        &run.snapshot_id
-    )?;
-    if !body
-        .as_deref()
-        .is_some_and(|b| snapshot_has_job(b, &ev.job_id))
-    {
+    if !jobs.contains(c, &run.snapshot_id, &ev.job_id).await? {
         return Err(StoreError::rejected("job_id", "does not exist"));
     }
     let inserted = exec!(
@@ -468,17 +492,7 @@ async fn mark_finished(
         error_type,
         finished_at
     )?;
-    refresh_work_order(c, &run.work_order_id, run_id, target, now).await
-}
-
-fn snapshot_has_job(body: &str, job_id: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("jobs").and_then(|j| j.as_array()).cloned())
-        .is_some_and(|jobs| {
-            jobs.iter()
-                .any(|j| j.get("id").and_then(|i| i.as_str()) == Some(job_id))
-        })
+    run_work_order_follows(c, run, run_id, target, now).await
 }
 
 /// Lightning's message rendering: arrays joined with spaces (strings as
@@ -597,6 +611,7 @@ impl Store {
         }
         let (rid, seq) = (run_id, ev.seq);
         let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let jobs = self.snapshot_jobs();
         let out = self
             .write(move |mut c| {
                 Box::pin(async move {
@@ -621,7 +636,7 @@ impl Store {
                         return Ok(ev.step_id);
                     }
                     check_open_for_steps(run.state()?, own || worker_id.is_none())?;
-                    insert_step(c, &run, &run_id, &ev, now).await?;
+                    insert_step(c, &run, &run_id, &ev, &jobs, now).await?;
                     touch(c, &run_id, now, ev.seq).await?;
                     Ok(ev.step_id)
                 })
@@ -972,6 +987,7 @@ impl Store {
         events: Arc<Vec<LedgerEvent>>,
     ) -> Result<Vec<Applied>> {
         let (run_id, worker_id) = (run_id.to_string(), worker_id.map(str::to_string));
+        let jobs = self.snapshot_jobs();
         self.write(move |mut c| {
             Box::pin(async move {
                 let c = &mut c;
@@ -980,11 +996,14 @@ impl Store {
                     return Err(unusual("not the holder"));
                 }
                 let mut batch = FreshBatch {
+                    jobs,
                     now: db_now_us(c).await?,
                     state: run.state()?,
                     last_seq: run.last_seq.unwrap_or(0).max(0) as u64,
                     seen_seq: None,
                     joined: false,
+                    started_at: None,
+                    finished: None,
                     known_steps: Vec::new(),
                     log_rows: Vec::new(),
                     run_id,
@@ -995,19 +1014,7 @@ impl Store {
                     out.push(batch.apply(c, ev).await?);
                 }
                 insert_log_rows(c, &batch.run_id, std::mem::take(&mut batch.log_rows)).await?;
-                if batch.joined {
-                    exec!(
-                        c,
-                        "UPDATE runs SET joined_at = COALESCE(joined_at, $2), last_heard_at = $2,
-                                last_seq = COALESCE($3, last_seq)
-                         WHERE id = $1",
-                        &batch.run_id,
-                        batch.now,
-                        batch.seen_seq.map(|s| s as i64)
-                    )?;
-                } else {
-                    touch(c, &batch.run_id, batch.now, batch.seen_seq).await?;
-                }
+                batch.write_run(c).await?;
                 Ok(out)
             })
         })
@@ -1017,6 +1024,7 @@ impl Store {
 
 /// The run as the one-transaction path sees it while applying a batch.
 struct FreshBatch {
+    jobs: Arc<SnapshotJobs>,
     run: LockedRun,
     run_id: String,
     now: i64,
@@ -1027,6 +1035,11 @@ struct FreshBatch {
     seen_seq: Option<u64>,
     /// A `Joined` event was applied: `joined_at` is recorded at the end.
     joined: bool,
+    /// `run:start` was applied: its `started_at`, recorded at the end.
+    started_at: Option<i64>,
+    /// `run:complete` was applied: its `error_type` and `finished_at`,
+    /// recorded at the end.
+    finished: Option<(Option<String>, i64)>,
     /// Steps of the run checked or created in this transaction.
     known_steps: Vec<String>,
     /// The batch's log lines, checked, inserted together at its end.
@@ -1034,6 +1047,39 @@ struct FreshBatch {
 }
 
 impl FreshBatch {
+    /// Records what the batch did to the run — state, start, finish, join,
+    /// lease and `seq` — in one `UPDATE` (a one-step run's events arrive in
+    /// about three batches; each used to update the run once per change and
+    /// once more for its lease), and the work order follows a new state.
+    async fn write_run(&self, c: &mut Conn<'_>) -> Result<()> {
+        let (error_type, finished_at) = match &self.finished {
+            Some((error_type, at)) => (error_type.clone(), Some(*at)),
+            None => (None, None),
+        };
+        exec!(
+            c,
+            "UPDATE runs SET state = $2, started_at = COALESCE($3, started_at),
+                    error_type = CASE WHEN $4 THEN $5 ELSE error_type END,
+                    finished_at = COALESCE($6, finished_at),
+                    joined_at = CASE WHEN $7 THEN COALESCE(joined_at, $8) ELSE joined_at END,
+                    last_heard_at = $8, last_seq = COALESCE($9, last_seq)
+             WHERE id = $1",
+            &self.run_id,
+            self.state.as_str(),
+            self.started_at,
+            self.finished.is_some(),
+            error_type,
+            finished_at,
+            self.joined,
+            self.now,
+            self.seen_seq.map(|s| s as i64)
+        )?;
+        if self.state != self.run.state()? {
+            run_work_order_follows(c, &self.run, &self.run_id, self.state, self.now).await?;
+        }
+        Ok(())
+    }
+
     /// Applies `ev` if it is plainly new and legal; fails otherwise.
     async fn apply(&mut self, c: &mut Conn<'_>, ev: &LedgerEvent) -> Result<Applied> {
         if let Some(s) = ev.seq() {
@@ -1057,7 +1103,7 @@ impl FreshBatch {
                 if check_transition(self.state, RunState::Started, true) != Ok(Transition::Apply) {
                     return Err(unusual("run:start"));
                 }
-                mark_started(c, run, run_id, *timestamp, now).await?;
+                self.started_at = Some(timestamp.unwrap_or(now));
                 self.state = RunState::Started;
                 Applied::Started
             }
@@ -1066,7 +1112,7 @@ impl FreshBatch {
                     return Err(unusual("blank step"));
                 }
                 check_open_for_steps(self.state, true)?;
-                insert_step(c, run, run_id, e, now).await?;
+                insert_step(c, run, run_id, e, &self.jobs, now).await?;
                 self.known_steps.push(e.step_id.clone());
                 Applied::Step(e.step_id.clone())
             }
@@ -1116,17 +1162,7 @@ impl FreshBatch {
                     return Err(unusual("run:complete"));
                 }
                 release_slot(c, &run.workflow_id, &run.project_id, run.holds_slot != 0).await?;
-                let finished_at = e.timestamp.unwrap_or(now);
-                mark_finished(
-                    c,
-                    run,
-                    run_id,
-                    target,
-                    e.error_type.as_deref(),
-                    finished_at,
-                    now,
-                )
-                .await?;
+                self.finished = Some((e.error_type.clone(), e.timestamp.unwrap_or(now)));
                 self.state = target;
                 Applied::Finished(target)
             }
@@ -1143,13 +1179,5 @@ mod tests {
         let v = serde_json::json!(["a", 1, {"k": "v"}, "b\u{7}c\nd"]);
         assert_eq!(render_message(&v), "a 1 {\"k\":\"v\"} bc\nd");
         assert_eq!(render_message(&serde_json::json!("x")), "x");
-    }
-
-    #[test]
-    fn snapshot_job_lookup() {
-        let b = r#"{"jobs":[{"id":"j1"},{"id":"j2"}]}"#;
-        assert!(snapshot_has_job(b, "j2"));
-        assert!(!snapshot_has_job(b, "j3"));
-        assert!(!snapshot_has_job("not json", "j1"));
     }
 }

@@ -53,6 +53,7 @@ pub mod provision;
 pub mod queue;
 mod reads;
 mod retry;
+mod snapshot_jobs;
 pub mod testing;
 mod time;
 mod users;

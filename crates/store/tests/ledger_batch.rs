@@ -321,3 +321,120 @@ async fn sqlite_join_recorded_with_first_events() {
 async fn postgres_join_recorded_with_first_events() {
     join_recorded_with_first_events(Backend::Postgres).await;
 }
+
+/// (run state, error_type, started_at, finished_at set, work order state).
+async fn run_and_work_order(s: &Store, run: &str) -> (String, Option<String>, i64, bool, String) {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        state: String,
+        error_type: Option<String>,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+        wo_state: String,
+    }
+    let mut c = s.read().await.unwrap();
+    let r = gabbro_store::fetch_optional!(
+        c,
+        Row,
+        "SELECT r.state, r.error_type, r.started_at, r.finished_at, wo.state AS wo_state
+         FROM runs r JOIN work_orders wo ON wo.id = r.work_order_id WHERE r.id = $1",
+        run
+    )
+    .unwrap()
+    .unwrap();
+    (
+        r.state,
+        r.error_type,
+        r.started_at.unwrap_or(-1),
+        r.finished_at.is_some(),
+        r.wo_state,
+    )
+}
+
+/// A batch records the run's start, finish and error in its one update of
+/// the run, and its work order follows: from the run alone when it is the
+/// work order's only run, from all of them when a retry added another.
+async fn work_order_follows_batched_runs(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let seed = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let job = seed.job_ids[0].clone();
+    let w = Some("w1");
+    let started = 1_700_000_000_000_000;
+
+    let first = claimed_run(s, &seed, "w1").await.unwrap();
+    let mut events = whole_run("f-step", &job);
+    events.truncate(2);
+    s.apply_events(&first, w, events).await;
+    assert_eq!(
+        run_and_work_order(s, &first).await,
+        ("started".into(), None, started, false, "running".into())
+    );
+
+    // A rerun while it runs: the work order now has a second run, waiting.
+    let wo: String = {
+        let mut c = s.read().await.unwrap();
+        scalar!(
+            c,
+            String,
+            "SELECT work_order_id FROM runs WHERE id = $1",
+            &first
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let retry = s.rerun_work_orders(vec![wo], None).await.unwrap().enqueued[0]
+        .1
+        .clone();
+
+    // The first run fails: its own row says so, and the work order is
+    // pending again (its other run is still to come), not failed.
+    let mut rest = whole_run("f-step", &job).split_off(2);
+    rest[3] = LedgerEvent::RunComplete(RunComplete {
+        reason: "fail".into(),
+        error_type: Some("TypeError".into()),
+        seq: Some(6),
+        ..Default::default()
+    });
+    let got = s.apply_events(&first, w, rest).await;
+    assert_eq!(outcomes(&got)[3], "Finished(Failed)");
+    assert_eq!(
+        run_and_work_order(s, &first).await,
+        (
+            "failed".into(),
+            Some("TypeError".into()),
+            started,
+            true,
+            "pending".into()
+        )
+    );
+
+    // The retry runs in one batch: the work order takes its outcome.
+    let claimed = s
+        .claim(gabbro_store::ClaimRequest {
+            demand: 1,
+            queues: Default::default(),
+            worker_name: None,
+            worker_id: "w1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, retry);
+    let got = s.apply_events(&retry, w, whole_run("r-step", &job)).await;
+    assert_eq!(outcomes(&got)[5], "Finished(Success)");
+    assert_eq!(
+        run_and_work_order(s, &retry).await,
+        ("success".into(), None, started, true, "success".into())
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_work_order_follows_batched_runs() {
+    work_order_follows_batched_runs(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_work_order_follows_batched_runs() {
+    work_order_follows_batched_runs(Backend::Postgres).await;
+}

@@ -208,15 +208,19 @@ async fn drive(
     let exec = tokio::spawn(async move { exec_shared.pool.execute(&request, budget, tx).await });
     let numberer = ch.numberer();
     let (send_tx, mut send_rx) = mpsc::unbounded_channel();
-    for e in banner {
-        let _ = send_tx.send(numberer.number(e));
-    }
     let producer = async move {
+        let send = |e: RunEvent| {
+            let _ = send_tx.send(numberer.number(e));
+        };
+        // The banner goes out with the child's first events rather than on
+        // its own: the orchestrator applies the events that arrive together
+        // in one transaction, so a banner sent alone costs a run one more.
+        let mut banner = Some(banner);
         while let Some(event) = rx.recv().await {
-            for out in translator.on_event(event) {
-                let _ = send_tx.send(numberer.number(out));
-            }
+            banner.take().into_iter().flatten().for_each(send);
+            translator.on_event(event).into_iter().for_each(send);
         }
+        banner.take().into_iter().flatten().for_each(send);
         let outcome = exec.await.unwrap_or_else(|e| Outcome::Died {
             reason: Reason::Crash,
             error_type: "ExitError".into(),
@@ -238,9 +242,7 @@ async fn drive(
             ),
             Outcome::Completed => Vec::new(),
         };
-        for out in ending {
-            let _ = send_tx.send(numberer.number(out));
-        }
+        ending.into_iter().for_each(send);
     };
     let sender = async {
         let result = ch.deliver_stream(&mut send_rx).await;

@@ -372,3 +372,49 @@ async fn sqlite_unlimited_runs_take_no_slot() {
 async fn postgres_unlimited_runs_take_no_slot() {
     unlimited_runs_take_no_slot(Backend::Postgres).await;
 }
+
+/// A claim of many runs takes them in claim order across workflows (by
+/// age, manual queue first), however the workflows' runs interleave.
+async fn many_runs_claimed_in_order(backend: Backend) {
+    let db = TestDb::new(backend).await.expect("test database");
+    let s = &db.store;
+    let a = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let b = seed_workflow(s, SeedOptions::default()).await.unwrap();
+    let mut order = Vec::new();
+    for trigger in [&a, &a, &b, &a, &b, &b, &a] {
+        let got = s
+            .ingest_webhook(hook(&trigger.trigger_id, "{}", None))
+            .await
+            .unwrap();
+        order.push(got.run_id);
+    }
+    let mut manual = hook(&b.trigger_id, "{}", None);
+    manual.queue = Some("manual".into());
+    let m = s.ingest_webhook(manual).await.unwrap().run_id;
+
+    let ids =
+        |runs: Vec<gabbro_store::ClaimedRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let first = ids(s.claim(claim_req("w1", 4)).await.unwrap());
+    assert_eq!(
+        first,
+        [&m, &order[0], &order[1], &order[2]].map(String::clone)
+    );
+    let rest = ids(s.claim(claim_req("w1", 10)).await.unwrap());
+    assert_eq!(rest, order[3..]);
+    assert!(s.claim(claim_req("w1", 10)).await.unwrap().is_empty());
+    assert_eq!(
+        count(s, "SELECT count(*) FROM runs WHERE state = 'claimed' AND worker_id = 'w1' AND claim_epoch = 1").await,
+        8
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn sqlite_many_runs_claimed_in_order() {
+    many_runs_claimed_in_order(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_many_runs_claimed_in_order() {
+    many_runs_claimed_in_order(Backend::Postgres).await;
+}

@@ -1048,9 +1048,9 @@ struct FreshBatch {
 
 impl FreshBatch {
     /// Records what the batch did to the run — state, start, finish, join,
-    /// lease and `seq` — in one `UPDATE` (a one-step run's events arrive in
-    /// about three batches; each used to update the run once per change and
-    /// once more for its lease), and the work order follows a new state.
+    /// lease and `seq` — in one `UPDATE` (a batch used to update the run
+    /// once per change and once more for its lease), and the work order
+    /// follows a new state.
     async fn write_run(&self, c: &mut Conn<'_>) -> Result<()> {
         let (error_type, finished_at) = match &self.finished {
             Some((error_type, at)) => (error_type.clone(), Some(*at)),

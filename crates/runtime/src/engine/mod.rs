@@ -11,13 +11,14 @@
 pub mod alloc;
 pub mod loader;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rquickjs::function::{Async, Func};
 use rquickjs::{
-    AsyncContext, AsyncRuntime, CatchResultExt, Ctx, Function, Module, Object, Promise, Value,
+    AsyncContext, AsyncRuntime, CatchResultExt, Ctx, Function, JsLifetime, Module, Object, Promise,
+    Value,
 };
 use serde_json::Value as Json;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -64,6 +65,9 @@ pub enum EngineFailure {
 
 pub struct Engine {
     ctx: AsyncContext,
+    /// Adaptors this engine has imported: importing one again would only
+    /// build promises to learn that it is there.
+    imported: Mutex<HashSet<String>>,
     jobs: JobSources,
     gauge: MemoryGauge,
     bounds: Arc<RunBounds>,
@@ -165,6 +169,7 @@ impl Engine {
                     loader::declare_cached(&ctx, loader::GLUE, GLUE_SOURCE)?.eval()?;
                 promise.finish::<()>()?;
                 let ns = module.namespace()?;
+                let _ = ctx.store_userdata(GlueNamespace(ns.clone()));
                 let install: Function = ns.get("install")?;
                 let log = Func::from(native_log(tx, bounds_for_log, step_for_log));
                 let sleep = Func::from(Async(|ms: f64| async move {
@@ -182,6 +187,7 @@ impl Engine {
         Ok((
             Engine {
                 ctx,
+                imported: Mutex::new(HashSet::new()),
                 jobs,
                 gauge,
                 bounds,
@@ -244,7 +250,15 @@ impl Engine {
     }
 
     async fn import(&self, adaptors: &[&str], lock_down: bool) -> Result<(), EngineFailure> {
-        let names: Vec<String> = adaptors.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = match self.imported.lock() {
+            Ok(done) => adaptors
+                .iter()
+                .filter(|a| !done.contains(**a))
+                .map(|s| s.to_string())
+                .collect(),
+            Err(_) => adaptors.iter().map(|s| s.to_string()).collect(),
+        };
+        let imported = names.clone();
         let res = self
             .ctx
             .async_with(async move |ctx| -> Result<(), String> {
@@ -263,6 +277,11 @@ impl Engine {
                 run().await.map_err(|e| exception_text(&ctx, e))
             })
             .await;
+        if res.is_ok()
+            && let Ok(mut done) = self.imported.lock()
+        {
+            done.extend(imported);
+        }
         res.map_err(|m| self.failure_after(m))
     }
 
@@ -393,8 +412,23 @@ impl Engine {
     }
 }
 
-/// The glue module's namespace (already evaluated, so this settles at once).
+/// The glue module's namespace, kept in the context's user data at setup:
+/// fetching it through `import` on every call would build a promise and its
+/// resolving functions each time (objects a warm engine's forks pay for in
+/// copy-on-write faults as well as in allocations).
+struct GlueNamespace<'js>(Object<'js>);
+
+// SAFETY: the one lifetime of the type is `'js`, and `Changed` only renames it.
+unsafe impl<'js> JsLifetime<'js> for GlueNamespace<'js> {
+    type Changed<'to> = GlueNamespace<'to>;
+}
+
+/// The glue module's namespace (already evaluated, so an import settles at
+/// once when the kept one is missing).
 fn glue_namespace<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
+    if let Some(ns) = ctx.userdata::<GlueNamespace>() {
+        return Ok(ns.0.clone());
+    }
     Module::import(ctx, loader::GLUE)?.finish::<Object>()
 }
 

@@ -250,13 +250,14 @@ impl Engine {
     }
 
     async fn import(&self, adaptors: &[&str], lock_down: bool) -> Result<(), EngineFailure> {
-        let names: Vec<String> = match self.imported.lock() {
-            Ok(done) => adaptors
+        let names: Vec<String> = {
+            // A poisoned set only costs imports again.
+            let done = self.imported.lock().ok();
+            adaptors
                 .iter()
-                .filter(|a| !done.contains(**a))
+                .filter(|a| done.as_ref().is_none_or(|d| !d.contains(**a)))
                 .map(|s| s.to_string())
-                .collect(),
-            Err(_) => adaptors.iter().map(|s| s.to_string()).collect(),
+                .collect()
         };
         let imported = names.clone();
         let res = self
